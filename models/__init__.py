@@ -1,0 +1,1 @@
+"""posestream models: skeletons, fields (encoders + decoder), networks, checkpoints."""

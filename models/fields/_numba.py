@@ -1,0 +1,315 @@
+"""Numba kernels of the PAF grouping (the fast path).
+
+Same algorithm, step for step and float operation for float operation, as ``_reference.py``; the
+tests assert both return identical poses. See ``decoder.py`` for what the steps mean.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import njit
+
+
+@njit(cache=True, nogil=True)
+def _refine(heat, k, y, x):
+    """Sub-cell position of a peak: vertex of the parabola through the 3 values on each axis.
+
+    Only +, -, *, / (no log), so the NumPy reference computes the same bits; offsets are clipped
+    to half a cell.
+    """
+    _, h, w = heat.shape
+    c = float(heat[k, y, x])
+    ox = 0.0
+    oy = 0.0
+    if 0 < x < w - 1:
+        l, r = float(heat[k, y, x - 1]), float(heat[k, y, x + 1])
+        den = l - 2.0 * c + r
+        if den < 0.0:
+            ox = min(max(0.5 * (l - r) / den, -0.5), 0.5)
+    if 0 < y < h - 1:
+        u, d = float(heat[k, y - 1, x]), float(heat[k, y + 1, x])
+        den = u - 2.0 * c + d
+        if den < 0.0:
+            oy = min(max(0.5 * (u - d) / den, -0.5), 0.5)
+    return x + ox, y + oy
+
+
+@njit(cache=True, nogil=True)
+def find_peaks(heat, threshold, min_dist, max_peaks):
+    """Local maxima (3x3) above ``threshold``, duplicates within ``min_dist`` cells suppressed.
+
+    Returns:
+        starts (K + 1,) int64: peaks of type k are rows starts[k]:starts[k+1];
+        ix, iy (P,) int64 grid position; fx, fy (P,) float64 refined position; score (P,) float64.
+        Within a type, peaks are ordered by descending score (ties: raster order).
+    """
+    k_count, h, w = heat.shape
+    cap = k_count * max_peaks
+    ix = np.empty(cap, np.int64)
+    iy = np.empty(cap, np.int64)
+    fx = np.empty(cap, np.float64)
+    fy = np.empty(cap, np.float64)
+    sc = np.empty(cap, np.float64)
+    starts = np.zeros(k_count + 1, np.int64)
+    bx = np.empty(h * w, np.int64)
+    by = np.empty(h * w, np.int64)
+    bs = np.empty(h * w, np.float64)
+    rowmax = np.empty((h, w), heat.dtype)
+    md2 = min_dist * min_dist
+    n = 0
+    for k in range(k_count):
+        # separable 3x3 max: row maxima first (a loop LLVM vectorises), then the column of three;
+        # a pixel is a peak when it equals the maximum of its 3x3 neighbourhood
+        for y in range(h):
+            for x in range(w):
+                m = heat[k, y, x]
+                if x > 0 and heat[k, y, x - 1] > m:
+                    m = heat[k, y, x - 1]
+                if x < w - 1 and heat[k, y, x + 1] > m:
+                    m = heat[k, y, x + 1]
+                rowmax[y, x] = m
+        nb = 0
+        for y in range(h):
+            for x in range(w):
+                v = heat[k, y, x]
+                if v < threshold:
+                    continue
+                if (y > 0 and rowmax[y - 1, x] > v) or rowmax[y, x] > v or (y < h - 1 and rowmax[y + 1, x] > v):
+                    continue
+                bx[nb] = x
+                by[nb] = y
+                bs[nb] = v
+                nb += 1
+        order = np.argsort(-bs[:nb], kind="mergesort")
+        first = n
+        for o in order:
+            if n - first >= max_peaks:
+                break
+            keep = True
+            for q in range(first, n):
+                dx = float(bx[o] - ix[q])
+                dy = float(by[o] - iy[q])
+                if dx * dx + dy * dy < md2:
+                    keep = False
+                    break
+            if keep:
+                ix[n] = bx[o]
+                iy[n] = by[o]
+                sc[n] = bs[o]
+                fx[n], fy[n] = _refine(heat, k, by[o], bx[o])
+                n += 1
+        starts[k + 1] = n
+    return starts, ix[:n], iy[:n], fx[:n], fy[:n], sc[:n]
+
+
+@njit(cache=True, nogil=True)
+def score_limbs(starts, fx, fy, paf, limbs, n_samples, paf_threshold, min_fraction, max_length):
+    """Score every candidate connection by a line integral over the PAF and match greedily.
+
+    For a candidate a -> b (sub-cell peak positions: peaks of neighbouring keypoints of a small
+    person may share a cell) the PAF is sampled at ``n_samples`` evenly spaced cells on the segment;
+    each sample contributes its projection on the unit direction. Accepted when at least
+    ``min_fraction`` of the samples exceed ``paf_threshold`` and the mean plus the length prior
+    ``min(0, max_length / |ab| - 1)`` is positive (OpenPose's criterion). Per limb, candidates are
+    taken by descending score, each peak at most once (greedy bipartite matching).
+
+    Returns:
+        limb, pa, pb (C,) int64 peak rows; score (C,) float64 — in limb order, best first.
+    """
+    n_limbs = limbs.shape[0]
+    h, w = paf.shape[1], paf.shape[2]
+    total = 0
+    for li in range(n_limbs):
+        a, b = limbs[li, 0], limbs[li, 1]
+        total += min(starts[a + 1] - starts[a], starts[b + 1] - starts[b])
+    out_l = np.empty(total, np.int64)
+    out_a = np.empty(total, np.int64)
+    out_b = np.empty(total, np.int64)
+    out_s = np.empty(total, np.float64)
+    n = 0
+    inv = 1.0 / (n_samples - 1)
+    max_misses = n_samples - int(math.ceil(min_fraction * n_samples))
+    for li in range(n_limbs):
+        a, b = limbs[li, 0], limbs[li, 1]
+        sa, ea, sb, eb = starts[a], starts[a + 1], starts[b], starts[b + 1]
+        na, nb = ea - sa, eb - sb
+        if na == 0 or nb == 0:
+            continue
+        cs = np.empty(na * nb, np.float64)
+        ci = np.empty(na * nb, np.int64)
+        cj = np.empty(na * nb, np.int64)
+        nc = 0
+        for i in range(sa, ea):
+            for j in range(sb, eb):
+                dx = fx[j] - fx[i]
+                dy = fy[j] - fy[i]
+                norm = math.sqrt(dx * dx + dy * dy)
+                if norm < 1e-9:
+                    continue
+                acc = 0.0
+                hits = 0
+                misses = 0
+                for s in range(n_samples):
+                    t = s * inv
+                    # nearest cell; positions are >= -0.5 so truncation is floor
+                    sx = min(int(fx[i] + t * dx + 0.5), w - 1)
+                    sy = min(int(fy[i] + t * dy + 0.5), h - 1)
+                    d = (float(paf[2 * li, sy, sx]) * dx + float(paf[2 * li + 1, sy, sx]) * dy) / norm
+                    acc += d
+                    if d > paf_threshold:
+                        hits += 1
+                    else:
+                        misses += 1
+                        if misses > max_misses:  # can no longer reach min_fraction: rejected either way
+                            break
+                if misses > max_misses:
+                    continue
+                prior = max_length / norm - 1.0
+                if prior > 0.0:
+                    prior = 0.0
+                score = acc / n_samples + prior
+                if hits >= min_fraction * n_samples and score > 0.0:
+                    cs[nc] = score
+                    ci[nc] = i
+                    cj[nc] = j
+                    nc += 1
+        order = np.argsort(-cs[:nc], kind="mergesort")
+        used_a = np.zeros(na, np.bool_)
+        used_b = np.zeros(nb, np.bool_)
+        taken = 0
+        limit = min(na, nb)
+        for o in order:
+            i, j = ci[o], cj[o]
+            if used_a[i - sa] or used_b[j - sb]:
+                continue
+            used_a[i - sa] = True
+            used_b[j - sb] = True
+            out_l[n] = li
+            out_a[n] = i
+            out_b[n] = j
+            out_s[n] = cs[o]
+            n += 1
+            taken += 1
+            if taken >= limit:
+                break
+    return out_l[:n], out_a[:n], out_b[:n], out_s[:n]
+
+
+@njit(cache=True, nogil=True)
+def assemble(n_peaks, k_count, limbs, conn_l, conn_a, conn_b, conn_s):
+    """Join connections into people, merging partial skeletons that share no keypoint type.
+
+    Returns:
+        slots (N, K) int64 peak row per keypoint (-1: none); limb_score (N,) float64 sum of the
+        connection scores of each person. People are in order of creation.
+    """
+    owner = np.full(n_peaks, -1, np.int64)
+    cap = max(n_peaks, 1)
+    slots = np.full((cap, k_count), -1, np.int64)
+    lsum = np.zeros(cap, np.float64)
+    alive = np.zeros(cap, np.bool_)
+    n = 0
+    for c in range(conn_l.shape[0]):
+        ka, kb = limbs[conn_l[c], 0], limbs[conn_l[c], 1]
+        i, j, s = conn_a[c], conn_b[c], conn_s[c]
+        p, q = owner[i], owner[j]
+        if p < 0 and q < 0:
+            slots[n, ka] = i
+            slots[n, kb] = j
+            owner[i] = n
+            owner[j] = n
+            lsum[n] = s
+            alive[n] = True
+            n += 1
+        elif p >= 0 and q < 0:
+            if slots[p, kb] < 0:
+                slots[p, kb] = j
+                owner[j] = p
+                lsum[p] += s
+        elif p < 0 and q >= 0:
+            if slots[q, ka] < 0:
+                slots[q, ka] = i
+                owner[i] = q
+                lsum[q] += s
+        elif p != q:
+            disjoint = True
+            for k in range(k_count):
+                if slots[p, k] >= 0 and slots[q, k] >= 0:
+                    disjoint = False
+                    break
+            if disjoint:
+                for k in range(k_count):
+                    if slots[q, k] >= 0:
+                        slots[p, k] = slots[q, k]
+                        owner[slots[q, k]] = p
+                        slots[q, k] = -1
+                lsum[p] += lsum[q] + s
+                alive[q] = False
+        else:
+            lsum[p] += s
+    keep = np.nonzero(alive[:n])[0]
+    return slots[keep], lsum[keep]
+
+
+@njit(cache=True, nogil=True)
+def finish(heat, slots, ix, iy, fx, fy, score, min_keypoints, min_score, fill_missing, fill_margin):
+    """Score, filter and sort people; fill missing keypoints from the heatmap inside each box.
+
+    Person score = mean peak score x sqrt(n / K), n = keypoints found by grouping.
+
+    Returns:
+        kps (N, K, 3) float64 x, y, score in working-grid cells; scores (N,) float64, descending.
+    """
+    k_count, h, w = heat.shape
+    m = slots.shape[0]
+    pscore = np.zeros(m, np.float64)
+    keep = np.zeros(m, np.bool_)
+    for p in range(m):
+        cnt = 0
+        acc = 0.0
+        for k in range(k_count):
+            r = slots[p, k]
+            if r >= 0:
+                acc += score[r]
+                cnt += 1
+        if cnt > 0:
+            pscore[p] = acc / cnt * math.sqrt(cnt / k_count)
+        keep[p] = cnt >= min_keypoints and pscore[p] >= min_score
+    idx = np.nonzero(keep)[0]
+    order = idx[np.argsort(-pscore[idx], kind="mergesort")]
+    kps = np.zeros((order.shape[0], k_count, 3), np.float64)
+    for n in range(order.shape[0]):
+        p = order[n]
+        x0, y0, x1, y1 = np.inf, np.inf, -np.inf, -np.inf
+        for k in range(k_count):
+            r = slots[p, k]
+            if r >= 0:
+                kps[n, k, 0] = fx[r]
+                kps[n, k, 1] = fy[r]
+                kps[n, k, 2] = score[r]
+                x0, x1 = min(x0, fx[r]), max(x1, fx[r])
+                y0, y1 = min(y0, fy[r]), max(y1, fy[r])
+        if not fill_missing:
+            continue
+        margin = fill_margin * max(x1 - x0, y1 - y0) + 1.0
+        bx0 = max(int(math.floor(x0 - margin)), 0)
+        by0 = max(int(math.floor(y0 - margin)), 0)
+        bx1 = min(int(math.ceil(x1 + margin)), w - 1)
+        by1 = min(int(math.ceil(y1 + margin)), h - 1)
+        for k in range(k_count):
+            if slots[p, k] >= 0:
+                continue
+            best = 0.0
+            bxk = -1
+            byk = -1
+            for y in range(by0, by1 + 1):
+                for x in range(bx0, bx1 + 1):
+                    if heat[k, y, x] > best:
+                        best = heat[k, y, x]
+                        bxk = x
+                        byk = y
+            if bxk >= 0:
+                kps[n, k, 0], kps[n, k, 1] = _refine(heat, k, byk, bxk)
+                kps[n, k, 2] = best
+    return kps, pscore[order]

@@ -1,0 +1,76 @@
+"""posestream: real-time multi-person pose estimation for cameras and video files.
+
+Subcommands are registered by the installed packages (entry point group ``posestream.commands``;
+a name ``a.b`` is the command ``posestream a b``), so every package brings its own commands and
+``stream`` never imports ``training``. Each command's help is its module docstring.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+from importlib.metadata import entry_points
+
+__all__ = ["main", "build_parser"]
+
+ENTRY_POINT_GROUP = "posestream.commands"
+
+
+class UserError(Exception):
+    """An error caused by the user's input: printed as one line, exit code 2, no traceback."""
+
+
+def _commands() -> dict[tuple[str, ...], str]:
+    eps = entry_points(group=ENTRY_POINT_GROUP)
+    return {tuple(ep.name.split(".")): ep.value for ep in eps}
+
+
+def _summary(doc: str | None) -> str:
+    return (doc or "").strip().splitlines()[0] if doc else ""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="posestream", description=__doc__.strip().splitlines()[0],
+        epilog="Run `posestream COMMAND --help` for a command's options.")
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv: debug)")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    groups: dict[tuple[str, ...], argparse._SubParsersAction] = {(): sub}
+    for path, target in sorted(_commands().items()):
+        for depth in range(1, len(path)):
+            prefix = path[:depth]
+            if prefix not in groups:
+                gp = groups[path[:depth - 1]].add_parser(prefix[-1], help=f"{prefix[-1]} commands")
+                groups[prefix] = gp.add_subparsers(dest="_".join(prefix), metavar="COMMAND")
+                gp.set_defaults(_group=gp)
+        module = importlib.import_module(target)
+        doc = module.__doc__ or ""
+        p = groups[path[:-1]].add_parser(path[-1], help=_summary(doc), description=doc,
+                                         formatter_class=argparse.RawDescriptionHelpFormatter)
+        module.add_arguments(p)
+        p.set_defaults(_run=module.run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING - 10 * min(args.verbose, 2),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    run = getattr(args, "_run", None)
+    if run is None:
+        (getattr(args, "_group", None) or parser).print_help()
+        return 2
+    try:
+        return int(run(args) or 0)
+    except UserError as e:
+        print(f"posestream: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("posestream: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,55 @@
+"""The decoder on real COCO poses (pycocotools), and the CLI as a user runs it (subprocesses)."""
+import json
+import subprocess
+import sys
+
+import pytest
+
+from training.oracle import oracle_eval
+
+
+def posestream(*args, timeout=300):
+    return subprocess.run([sys.executable, "-m", "stream.cli", *args], capture_output=True, text=True, timeout=timeout)
+
+
+def test_oracle_ap_on_real_coco_labels(shared_data):
+    ann = str(shared_data / "coco-mini/annotations/person_keypoints_train2017.json")
+    r = oracle_eval(ann, 320, 4)
+    assert r["images"] == 80 and r["people"] == 86
+    # goal of the issue: >= 0.75 at stride 4 / 320 (measured 0.872)
+    assert r["AP"] >= 0.75
+    r8 = oracle_eval(ann, 320, 8)
+    assert 0.6 <= r8["AP"] < r["AP"]  # coarser fields lose detail, never gain it
+
+
+def test_help_lists_commands():
+    out = posestream("--help")
+    assert out.returncode == 0 and "bench" in out.stdout
+    out = posestream("bench", "--help")
+    assert "grouping" in out.stdout and "oracle" in out.stdout
+    out = posestream("bench", "grouping", "--help")
+    assert "NumPy reference" in out.stdout
+
+
+def test_bench_grouping_json():
+    out = posestream("bench", "grouping", "--json", "--counts", "1", "5", "--repeats", "2")
+    assert out.returncode == 0, out.stderr
+    res = json.loads(out.stdout)
+    assert set(res["counts"]) == {"1", "5"}
+    row = res["counts"]["5"]
+    assert row["people"] == row["detected"] == 5
+    assert row["ratio"] == pytest.approx(row["numpy_ms"] / row["numba_ms"])
+    assert res["working_hw"] == [184, 184]
+
+
+def test_bench_oracle_json_and_bad_input(shared_data, tmp_path):
+    ann = str(shared_data / "coco-mini/annotations/person_keypoints_train2017.json")
+    out = posestream("bench", "oracle", "--ann", ann, "--settings", "256:8", "--json")
+    assert out.returncode == 0, out.stderr
+    rows = json.loads(out.stdout)
+    assert rows[0]["size"] == 256 and rows[0]["stride"] == 8 and 0 < rows[0]["AP"] <= 1
+    missing = posestream("bench", "oracle", "--ann", str(tmp_path / "nope.json"))
+    assert missing.returncode == 2
+    assert missing.stderr.strip().count("\n") == 0 and "not found" in missing.stderr and "nope.json" in missing.stderr
+    bad = posestream("bench", "oracle", "--ann", ann, "--settings", "320x4")
+    assert bad.returncode == 2 and "SIZE:STRIDE" in bad.stderr and "Traceback" not in bad.stderr
