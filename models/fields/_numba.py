@@ -130,6 +130,10 @@ def score_limbs(starts, fx, fy, paf, limbs, n_samples, paf_threshold, min_fracti
     n = 0
     inv = 1.0 / (n_samples - 1)
     max_misses = n_samples - int(math.ceil(min_fraction * n_samples))
+    n_probe = min(max_misses + 1, n_samples)
+    probes = np.empty(n_probe, np.int64)
+    for q in range(n_probe):
+        probes[q] = ((2 * q + 1) * n_samples) // (2 * n_probe)
     for li in range(n_limbs):
         a, b = limbs[li, 0], limbs[li, 1]
         sa, ea, sb, eb = starts[a], starts[a + 1], starts[b], starts[b + 1]
@@ -146,6 +150,21 @@ def score_limbs(starts, fx, fy, paf, limbs, n_samples, paf_threshold, min_fracti
                 dy = fy[j] - fy[i]
                 norm = math.sqrt(dx * dx + dy * dy)
                 if norm < 1e-9:
+                    continue
+                # exact early rejection: if max_misses + 1 samples spread along the segment all
+                # disagree, the candidate fails min_fraction whatever the others say; wrong pairs
+                # usually fail here without touching the samples near their endpoints (which lie
+                # inside the PAF of the peaks' true limbs)
+                rejected = True
+                for q in range(n_probe):
+                    t = probes[q] * inv
+                    sx = min(int(fx[i] + t * dx + 0.5), w - 1)
+                    sy = min(int(fy[i] + t * dy + 0.5), h - 1)
+                    d = (float(paf[2 * li, sy, sx]) * dx + float(paf[2 * li + 1, sy, sx]) * dy) / norm
+                    if d > paf_threshold:
+                        rejected = False
+                        break
+                if rejected:
                     continue
                 acc = 0.0
                 hits = 0
@@ -313,3 +332,13 @@ def finish(heat, slots, ix, iy, fx, fy, score, min_keypoints, min_score, fill_mi
                 kps[n, k, 0], kps[n, k, 1] = _refine(heat, k, byk, bxk)
                 kps[n, k, 2] = best
     return kps, pscore[order]
+
+
+@njit(cache=True, nogil=True)
+def group(heat, paf, limbs, peak_threshold, min_dist, max_peaks, n_samples, paf_threshold, min_fraction,
+          max_length, min_keypoints, min_score, fill_missing, fill_margin):
+    """All steps in one call (one dispatch instead of four)."""
+    starts, ix, iy, fx, fy, sc = find_peaks(heat, peak_threshold, min_dist, max_peaks)
+    cl, ca, cb, cs = score_limbs(starts, fx, fy, paf, limbs, n_samples, paf_threshold, min_fraction, max_length)
+    slots, _ = assemble(ix.shape[0], heat.shape[0], limbs, cl, ca, cb, cs)
+    return finish(heat, slots, ix, iy, fx, fy, sc, min_keypoints, min_score, fill_missing, fill_margin)

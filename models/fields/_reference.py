@@ -195,3 +195,11 @@ def finish(heat, slots, ix, iy, fx, fy, score, min_keypoints, min_score, fill_mi
                     rx, ry = _refine(heat, np.array([k]), np.array([by0 + y]), np.array([bx0 + x]))
                     kps[n, k] = (rx[0], ry[0], best)
     return kps, pscore[order]
+
+
+def group(heat, paf, limbs, peak_threshold, min_dist, max_peaks, n_samples, paf_threshold, min_fraction,
+          max_length, min_keypoints, min_score, fill_missing, fill_margin):
+    starts, ix, iy, fx, fy, sc = find_peaks(heat, peak_threshold, min_dist, max_peaks)
+    cl, ca, cb, cs = score_limbs(starts, fx, fy, paf, limbs, n_samples, paf_threshold, min_fraction, max_length)
+    slots, _ = assemble(ix.shape[0], heat.shape[0], limbs, cl, ca, cb, cs)
+    return finish(heat, slots, ix, iy, fx, fy, sc, min_keypoints, min_score, fill_missing, fill_margin)

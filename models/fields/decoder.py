@@ -124,14 +124,11 @@ def group(heatmaps: np.ndarray, pafs: np.ndarray, stride: float, config: Decoder
         raise ValueError(f"pafs must be ({2 * n_limbs}, {heatmaps.shape[1]}, {heatmaps.shape[2]}), got {pafs.shape}")
     heat = np.ascontiguousarray(heatmaps[:k_count], dtype=np.float32)
     paf = np.ascontiguousarray(pafs, dtype=np.float32)
-    limbs = skeleton.limb_array
-    starts, ix, iy, fx, fy, sc = mod.find_peaks(heat, float(cfg.peak_threshold),
-                                                float(cfg.min_peak_distance / stride), int(cfg.max_peaks))
-    cl, ca, cb, cs = mod.score_limbs(starts, fx, fy, paf, limbs, int(cfg.paf_samples), float(cfg.paf_threshold),
-                                     float(cfg.paf_min_fraction), float(cfg.length_prior * heat.shape[1]))
-    slots, _ = mod.assemble(int(ix.shape[0]), k_count, limbs, cl, ca, cb, cs)
-    kps, scores = mod.finish(heat, slots, ix, iy, fx, fy, sc, int(cfg.min_keypoints), float(cfg.min_score),
-                             bool(cfg.fill_missing), float(cfg.fill_margin))
+    kps, scores = mod.group(heat, paf, skeleton.limb_array, float(cfg.peak_threshold),
+                            float(cfg.min_peak_distance / stride), int(cfg.max_peaks), int(cfg.paf_samples),
+                            float(cfg.paf_threshold), float(cfg.paf_min_fraction),
+                            float(cfg.length_prior * heat.shape[1]), int(cfg.min_keypoints), float(cfg.min_score),
+                            bool(cfg.fill_missing), float(cfg.fill_margin))
     out = kps.astype(np.float32)
     found = out[..., 2] > 0
     # cell -> input pixel (see encoder.py); keypoints not found stay at (0, 0, 0)
