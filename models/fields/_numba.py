@@ -56,31 +56,37 @@ def find_peaks(heat, threshold, min_dist, max_peaks):
     by = np.empty(h * w, np.int64)
     bs = np.empty(h * w, np.float64)
     rowmax = np.empty((h, w), heat.dtype)
+    flag = np.empty(w, np.uint8)
     md2 = min_dist * min_dist
     n = 0
     for k in range(k_count):
-        # separable 3x3 max: row maxima first (a loop LLVM vectorises), then the column of three;
-        # a pixel is a peak when it equals the maximum of its 3x3 neighbourhood
+        # separable 3x3 max, written branch-free so that LLVM vectorises both loops: row maxima
+        # first, then a pixel is a peak when it is >= the row maxima above, at and below it
         for y in range(h):
-            for x in range(w):
-                m = heat[k, y, x]
-                if x > 0 and heat[k, y, x - 1] > m:
-                    m = heat[k, y, x - 1]
-                if x < w - 1 and heat[k, y, x + 1] > m:
-                    m = heat[k, y, x + 1]
-                rowmax[y, x] = m
+            if w == 1:
+                rowmax[y, 0] = heat[k, y, 0]
+                continue
+            rowmax[y, 0] = max(heat[k, y, 0], heat[k, y, 1])
+            for x in range(1, w - 1):
+                rowmax[y, x] = max(max(heat[k, y, x - 1], heat[k, y, x]), heat[k, y, x + 1])
+            rowmax[y, w - 1] = max(heat[k, y, w - 2], heat[k, y, w - 1])
         nb = 0
         for y in range(h):
+            y0 = y - 1 if y > 0 else 0
+            y1 = y + 1 if y < h - 1 else h - 1
+            hit = 0
             for x in range(w):
                 v = heat[k, y, x]
-                if v < threshold:
-                    continue
-                if (y > 0 and rowmax[y - 1, x] > v) or rowmax[y, x] > v or (y < h - 1 and rowmax[y + 1, x] > v):
-                    continue
-                bx[nb] = x
-                by[nb] = y
-                bs[nb] = v
-                nb += 1
+                f = (v >= threshold) & (v >= rowmax[y0, x]) & (v >= rowmax[y, x]) & (v >= rowmax[y1, x])
+                flag[x] = f
+                hit |= f
+            if hit:
+                for x in range(w):
+                    if flag[x]:
+                        bx[nb] = x
+                        by[nb] = y
+                        bs[nb] = heat[k, y, x]
+                        nb += 1
         order = np.argsort(-bs[:nb], kind="mergesort")
         first = n
         for o in order:
@@ -101,6 +107,15 @@ def find_peaks(heat, threshold, min_dist, max_peaks):
                 n += 1
         starts[k + 1] = n
     return starts, ix[:n], iy[:n], fx[:n], fy[:n], sc[:n]
+
+
+@njit(cache=True, nogil=True)
+def _middle_out(n):
+    """0..n-1 by decreasing distance from the nearer end: the middle first, the ends last."""
+    key = np.empty(n, np.int64)
+    for s in range(n):
+        key[s] = -min(s, n - 1 - s)
+    return np.argsort(key, kind="mergesort")
 
 
 @njit(cache=True, nogil=True)
@@ -130,10 +145,8 @@ def score_limbs(starts, fx, fy, paf, limbs, n_samples, paf_threshold, min_fracti
     n = 0
     inv = 1.0 / (n_samples - 1)
     max_misses = n_samples - int(math.ceil(min_fraction * n_samples))
-    n_probe = min(max_misses + 1, n_samples)
-    probes = np.empty(n_probe, np.int64)
-    for q in range(n_probe):
-        probes[q] = ((2 * q + 1) * n_samples) // (2 * n_probe)
+    visit = _middle_out(n_samples)
+    dbuf = np.empty(n_samples, np.float64)
     for li in range(n_limbs):
         a, b = limbs[li, 0], limbs[li, 1]
         sa, ea, sb, eb = starts[a], starts[a + 1], starts[b], starts[b + 1]
@@ -151,39 +164,29 @@ def score_limbs(starts, fx, fy, paf, limbs, n_samples, paf_threshold, min_fracti
                 norm = math.sqrt(dx * dx + dy * dy)
                 if norm < 1e-9:
                     continue
-                # exact early rejection: if max_misses + 1 samples spread along the segment all
-                # disagree, the candidate fails min_fraction whatever the others say; wrong pairs
-                # usually fail here without touching the samples near their endpoints (which lie
-                # inside the PAF of the peaks' true limbs)
-                rejected = True
-                for q in range(n_probe):
-                    t = probes[q] * inv
-                    sx = min(int(fx[i] + t * dx + 0.5), w - 1)
-                    sy = min(int(fy[i] + t * dy + 0.5), h - 1)
-                    d = (float(paf[2 * li, sy, sx]) * dx + float(paf[2 * li + 1, sy, sx]) * dy) / norm
-                    if d > paf_threshold:
-                        rejected = False
-                        break
-                if rejected:
-                    continue
-                acc = 0.0
-                hits = 0
+                # Samples are visited middle-out (see `visit`) and the candidate is dropped as soon
+                # as more than max_misses disagree: exact, since it would fail min_fraction anyway.
+                # Wrong pairs fail on their middle samples; their end samples lie inside the PAFs
+                # of the peaks' true limbs and would agree. The mean is then summed in sample
+                # order, as the reference does.
                 misses = 0
-                for s in range(n_samples):
+                for q in range(n_samples):
+                    s = visit[q]
                     t = s * inv
-                    # nearest cell; positions are >= -0.5 so truncation is floor
                     sx = min(int(fx[i] + t * dx + 0.5), w - 1)
                     sy = min(int(fy[i] + t * dy + 0.5), h - 1)
                     d = (float(paf[2 * li, sy, sx]) * dx + float(paf[2 * li + 1, sy, sx]) * dy) / norm
-                    acc += d
-                    if d > paf_threshold:
-                        hits += 1
-                    else:
+                    dbuf[s] = d
+                    if not d > paf_threshold:
                         misses += 1
-                        if misses > max_misses:  # can no longer reach min_fraction: rejected either way
+                        if misses > max_misses:
                             break
                 if misses > max_misses:
                     continue
+                acc = 0.0
+                for s in range(n_samples):
+                    acc += dbuf[s]
+                hits = n_samples - misses
                 prior = max_length / norm - 1.0
                 if prior > 0.0:
                     prior = 0.0
