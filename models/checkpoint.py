@@ -31,14 +31,16 @@ class CheckpointError(Exception):
 
 
 def save_checkpoint(path: str | os.PathLike, model, recipe: dict | None = None, metrics: dict | None = None,
-                    extra: dict | None = None, half: bool = False) -> Path:
+                    extra: dict | None = None, half: bool = False, meta_update: dict | None = None) -> Path:
     """Write ``model``'s weights and metadata atomically (a partial file never replaces a good one).
 
     Args:
         half: store floating-point tensors as float16 (they are cast back on load).
+        meta_update: metadata that overrides or extends ``model.meta()`` (e.g. the trained input
+            size, ``heatmap_activation``).
     """
     path = Path(path)
-    meta = dict(model.meta())
+    meta = {**model.meta(), **(meta_update or {})}
     meta["recipe"] = recipe or {}
     meta["metrics"] = metrics or {}
     state = {k: (v.detach().cpu().half() if half and v.is_floating_point() else v.detach().cpu())

@@ -116,3 +116,13 @@ def test_any_multiple_of_the_stride_works():
         with torch.no_grad():
             heat, paf = model(torch.zeros(1, 3, h, w))
         assert heat.shape[2:] == (h // 4, w // 4) and np.isfinite(paf.numpy()).all()
+
+
+@pytest.mark.parametrize("name", ["stacked_hourglass_mpii", "multiscale_hourglass", "cmu_pose_se_resnet18"])
+def test_sides_that_are_multiples_of_the_stride_but_not_the_alignment(name):
+    model = build_model(name, **({"num_stages": 2} if name.startswith("cmu") else {})).eval()
+    s = model.stride
+    h, w = 3 * s, 5 * s  # e.g. 12 x 20 for stride 4: the hourglass needs 64 internally
+    with torch.no_grad():
+        out = model(torch.randn(1, 3, h, w))
+    assert out[0].shape[2:] == (h // s, w // s)

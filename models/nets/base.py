@@ -7,7 +7,9 @@ Forward contract:
   * ``model.eval()`` (and ONNX export): ``forward(x)`` returns the final stage's tuple.
 
 Shapes: ``x`` is ``(B, 3, H, W)`` float32, normalised with the model's ``mean``/``std`` (RGB),
-``H`` and ``W`` multiples of ``model.input_multiple``. ``heatmaps`` is ``(B, K [+1], H/s, W/s)``
+``H`` and ``W`` multiples of ``model.stride`` (sides that are not multiples of
+``model.input_multiple`` are padded inside and the outputs cropped; ONNX exports need multiples
+of ``input_multiple``). ``heatmaps`` is ``(B, K [+1], H/s, W/s)``
 (the last channel is the background when ``model.background`` is true), ``pafs`` is
 ``(B, 2 L, H/s, W/s)`` with ``s = model.stride``; K and L come from the model's skeleton.
 Training-mode outputs of a multi-scale model may have other strides: ``model.stage_strides``.
@@ -16,6 +18,7 @@ from __future__ import annotations
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 from ..skeleton import Skeleton, get_skeleton
 
@@ -64,7 +67,16 @@ class PoseNet(nn.Module):
         raise NotImplementedError
 
     def forward(self, x: torch.Tensor):
-        stages = self.forward_stages(x)
+        h, w = x.shape[-2:]
+        m = self.input_multiple
+        if (h % m or w % m) and not torch.jit.is_tracing():
+            # sides that are multiples of the stride but not of the architecture's alignment (an
+            # hourglass pools 4 times): pad bottom/right, run, crop. Exports require aligned sides.
+            stages = self.forward_stages(F.pad(x, (0, -w % m, 0, -h % m)))
+            strides = self.stage_strides or (self.stride,) * len(stages)
+            stages = [tuple(t[..., : -(-h // s), : -(-w // s)] for t in outs) for outs, s in zip(stages, strides)]
+        else:
+            stages = self.forward_stages(x)
         if self.training:
             return stages
         return stages[-1]

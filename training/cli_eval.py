@@ -1,0 +1,85 @@
+"""Evaluate a checkpoint: COCO OKS AP/AR via pycocotools (or MPII PCKh@0.5), per-joint recall.
+
+Decodes with exactly the decoder the pipeline uses. Writes the COCO-format results json.
+
+  posestream eval --checkpoint runs/lite/best.pt \\
+      --data ../shared/data/coco-mini/annotations/person_keypoints_val2017.json \\
+      --images ../shared/data/coco-mini/val2017 [--flip] [--json]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--checkpoint", required=True, help="a posestream checkpoint (.pt)")
+    p.add_argument("--data", required=True, help="annotation file (COCO keypoint json, or MPII json with --dataset mpii)")
+    p.add_argument("--images", required=True, help="image folder")
+    p.add_argument("--dataset", choices=("coco", "mpii"), default="coco")
+    p.add_argument("--size", type=int, default=None, help="input long side (default: the checkpoint's)")
+    p.add_argument("--flip", action="store_true", help="flip test: average with the mirrored image's outputs")
+    p.add_argument("--decoder", default=None, metavar="YAML", help="decoder settings (see configs/decoder.yaml)")
+    p.add_argument("--results", default=None, help="where to write the results json (default: next to the checkpoint)")
+    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
+    p.add_argument("--json", action="store_true", help="print the metrics as JSON")
+
+
+def _fail(msg: str) -> int:
+    print(f"posestream eval: error: {msg}", file=sys.stderr)
+    return 2
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+    import yaml
+
+    from models.checkpoint import CheckpointError, load_checkpoint
+    from models.fields import DecoderConfig
+    from models.predictor import Predictor
+
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        model, meta = load_checkpoint(args.checkpoint)
+        dec = DecoderConfig()
+        if args.decoder:
+            path = Path(args.decoder)
+            if not path.is_file():
+                return _fail(f"{path}: decoder config not found")
+            dec = DecoderConfig.from_dict(yaml.safe_load(path.read_text()) or {})
+    except (CheckpointError, ValueError) as e:
+        return _fail(str(e))
+    if args.dataset == "mpii":
+        from .evaluation.mpii import evaluate_mpii
+
+        try:
+            stats = evaluate_mpii(model, meta, args.data, args.images, flip=args.flip, device=device)
+        except FileNotFoundError as e:
+            return _fail(str(e).strip("'\""))
+        if args.json:
+            print(json.dumps(stats, indent=2))
+        else:
+            print(f"PCKh@0.5 mean {stats['PCKh']:.3f} over {stats['people']} people")
+            for j, v in stats["per_joint"].items():
+                print(f"  {j:<16} {v:.3f}")
+        return 0
+    from .evaluation.evaluate import evaluate_coco
+
+    predictor = Predictor(model, meta, dec, input_size=args.size, flip=args.flip, device=device)
+    results = args.results or str(Path(args.checkpoint).with_suffix("")) + "_results.json"
+    try:
+        stats = evaluate_coco(predictor, args.data, args.images, results_out=results)
+    except FileNotFoundError as e:
+        return _fail(str(e).strip("'\""))
+    stats["results_json"] = results
+    if args.json:
+        print(json.dumps(stats, indent=2))
+        return 0
+    print(f"{stats['images']} images, {stats['people']} people, {stats['detections']} detections "
+          f"(input {predictor.input_size}{', flip test' if args.flip else ''})")
+    print("  ".join(f"{k} {stats[k]:.3f}" for k in ("AP", "AP50", "AP75", "APm", "APl", "AR")))
+    print("per-joint recall: " + ", ".join(f"{k} {v:.2f}" for k, v in stats["per_joint_recall"].items()))
+    print(f"results: {results}")
+    return 0
