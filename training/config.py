@@ -19,13 +19,30 @@ class ConfigError(ValueError):
     """A configuration problem; the message names the file and key."""
 
 
+def _coerce(value, annotation: str, key: str):
+    """YAML 1.1 reads ``1e-4`` as a string; numbers given that way are converted, others refused."""
+    kinds = [a.strip() for a in str(annotation).split("|")]
+    if value is None and "None" in kinds:
+        return value
+    if "float" in kinds and isinstance(value, (int, float, str)) and not isinstance(value, bool):
+        try:
+            return float(value)
+        except ValueError:
+            raise ConfigError(f"{key} must be a number, got {value!r}") from None
+    if "int" in kinds and not isinstance(value, int) or "int" in kinds and isinstance(value, bool):
+        raise ConfigError(f"{key} must be an integer, got {value!r}")
+    if "bool" in kinds and not isinstance(value, bool):
+        raise ConfigError(f"{key} must be true or false, got {value!r}")
+    return value
+
+
 def _build(cls, d: dict | None, where: str):
     d = dict(d or {})
     known = {f.name: f for f in fields(cls)}
     for k in d:
         if k not in known:
             raise ConfigError(f"unknown key {where}.{k}; known: {', '.join(known)}")
-    return cls(**d)
+    return cls(**{k: _coerce(v, known[k].type, f"{where}.{k}") for k, v in d.items()})
 
 
 @dataclass
