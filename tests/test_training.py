@@ -123,3 +123,60 @@ def test_numbers_and_types_are_checked():
         TrainConfig.from_dict({"optim": {"batch_size": "eight"}})
     with pytest.raises(ConfigError, match="optim.lr must be a number"):
         TrainConfig.from_dict({"optim": {"lr": "fast"}})
+
+
+def test_ablation_prints_configs_side_by_side(tmp_path):
+    ann = json.loads(TRAIN_ANN.read_text())
+    keep = set(BIG_PEOPLE[:1])
+    small = {**ann, "images": [i for i in ann["images"] if i["id"] in keep],
+             "annotations": [a for a in ann["annotations"] if a["image_id"] in keep]}
+    (tmp_path / "one.json").write_text(json.dumps(small))
+    paths = []
+    for name, loss in (("plain", {"heatmap_loss": "weighted_l2"}), ("okhm", {"heatmap_loss": "weighted_l2", "okhm": True})):
+        cfg = tiny_config(tmp_path / name, loss=loss, data={"val": {"ann": str(tmp_path / "one.json"), "images": str(TRAIN_IMG)}})
+        cfg["loss"] = loss
+        paths.append(tmp_path / f"{name}.yaml")
+        paths[-1].write_text(yaml.safe_dump(cfg))
+    r = subprocess.run([sys.executable, "-m", "stream.cli", "ablate", *map(str, paths), "--steps", "2", "--out",
+                        str(tmp_path / "abl"), "--json"], capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    rows = json.loads(r.stdout)
+    assert [Path(x["config"]).stem for x in rows] == ["plain", "okhm"]
+    assert all(x["steps"] == 2 and 0 <= x["AP"] <= 1 for x in rows)
+    assert (tmp_path / "abl/okhm/best.pt").is_file()
+
+
+def test_mpii_pckh_evaluation_on_a_fixture(tmp_path):
+    import cv2
+    import numpy as np
+    import torch
+
+    from models.checkpoint import save_checkpoint
+    from models.registry import build_model
+    from training.evaluation.mpii import crop_matrix, heatmap_argmax
+
+    # the crop maps the person's centre to the middle of the input, and back
+    m = crop_matrix((100.0, 80.0), 200.0, 256)
+    assert np.allclose(m @ [100.0, 80.0, 1.0], [128.0, 128.0])
+    heat = np.zeros((2, 8, 8), np.float32)
+    heat[0, 3, 5], heat[0, 3, 6] = 1.0, 0.5
+    heat[1, 6, 1] = 1.0
+    assert np.allclose(heatmap_argmax(heat)[:, :2], [[5.25, 3.0], [1.0, 6.0]])
+    rng = np.random.default_rng(0)
+    records = []
+    for i in range(2):
+        img = rng.integers(0, 255, (240, 320, 3), dtype=np.uint8)
+        cv2.imwrite(str(tmp_path / f"{i:09d}.jpg"), img)
+        joints = [[float(100 + 5 * j), float(60 + 8 * j)] for j in range(16)]
+        records.append({"image": f"{i:09d}.jpg", "joints": joints, "joints_vis": [1] * 16, "center": [160.0, 120.0],
+                        "scale": 1.0, "headboxes": [[90.0, 40.0], [130.0, 80.0]]})
+    (tmp_path / "valid.json").write_text(json.dumps(records))
+    torch.manual_seed(0)
+    ckpt = save_checkpoint(tmp_path / "hg.pt", build_model("stacked_hourglass_mpii", num_stacks=1, features=32))
+    r = subprocess.run([sys.executable, "-m", "stream.cli", "eval", "--dataset", "mpii", "--checkpoint", str(ckpt),
+                        "--data", str(tmp_path / "valid.json"), "--images", str(tmp_path), "--json"],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    stats = json.loads(r.stdout)
+    assert stats["people"] == 2 and set(stats["per_joint"]) >= {"head_top", "left_wrist"}
+    assert 0.0 <= stats["PCKh"] <= 1.0

@@ -39,13 +39,29 @@ def _dist_info() -> tuple[int, int, int]:
 
 
 def build_train_dataset(cfg: TrainConfig, meta: dict, train: bool = True):
+    from models.skeleton import get_skeleton
+
     from .data.augment import AugmentConfig
     from .data.coco import CocoKeypoints, ConcatKeypoints
     from .data.dataset import PoseTrainDataset
+    from .data.mpii import MPIIKeypoints
 
     if not cfg.data.train:
         raise ValueError("data.train is empty: give at least one {ann: ..., images: ...}")
-    parts = [CocoKeypoints(d["ann"], d["images"]) for d in cfg.data.train]
+    skeleton = get_skeleton(meta["skeleton"])
+
+    def source(d: dict):
+        unknown = set(d) - {"ann", "images", "format"}
+        if unknown or "ann" not in d or "images" not in d:
+            raise ValueError(f"data.train entries are {{ann, images[, format: coco|mpii]}}, got {sorted(d)}")
+        fmt = d.get("format", "coco")
+        if fmt == "mpii":
+            return MPIIKeypoints(d["ann"], d["images"], skeleton=skeleton)
+        if fmt != "coco":
+            raise ValueError(f"data.train format {fmt!r}: expected coco or mpii")
+        return CocoKeypoints(d["ann"], d["images"], skeleton=skeleton)
+
+    parts = [source(d) for d in cfg.data.train]
     source = parts[0] if len(parts) == 1 else ConcatKeypoints(parts)
     if cfg.data.subset:
         source = _Subset(source, cfg.data.subset)
@@ -60,8 +76,7 @@ class _Subset:
     def __init__(self, source, image_ids) -> None:
         self.source = source
         wanted = {int(i) for i in image_ids}
-        self.index = [i for i in range(len(source)) if int(source.image_id(i)) in wanted] \
-            if hasattr(source, "image_id") else [i for i in range(len(source)) if int(source[i]["image_id"]) in wanted]
+        self.index = [i for i, iid in enumerate(source.image_ids()) if int(iid) in wanted]
         if not self.index:
             raise ValueError(f"data.subset: none of the image ids {sorted(wanted)} is in the training data")
 
