@@ -6,7 +6,7 @@ TORCH ?= torch==2.13.0
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install demo test test-slow bench clean
+.PHONY: install demo test test-deps test-slow bench clean
 
 $(STAMP): setup.cfg pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
@@ -23,10 +23,14 @@ demo: $(STAMP)
 	$(BIN)/posestream bench grouping
 	$(BIN)/posestream bench oracle
 
-test: $(STAMP)
+# system packages for the RTSP tests (GStreamer's RTSP server on loopback); skipped when not root
+test-deps:
+	bash scripts/install-test-deps.sh
+
+test: $(STAMP) test-deps
 	$(BIN)/python -m pytest -q
 
-test-slow: $(STAMP)
+test-slow: $(STAMP) test-deps
 	$(BIN)/python -m pytest -q -m slow
 
 bench: $(STAMP)

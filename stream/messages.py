@@ -1,0 +1,125 @@
+"""What travels between pipeline stages, and its wire format (no pickle).
+
+A :class:`Frame` is one captured image and everything later stages add to it (people, track ids,
+timings). On a ZeroMQ socket it is a multipart message: part 0 a small JSON header (ids, capture
+timestamp, shapes, dtypes, timings), then one raw buffer per array (image pixels, keypoints,
+scores, track ids), sent without copies where ZeroMQ allows. Arrays are rebuilt with
+``np.frombuffer`` on the received buffers (no copy).
+"""
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+__all__ = ["Frame", "People", "encode", "decode", "now_ns", "WIRE_VERSION"]
+
+WIRE_VERSION = 1
+
+
+def now_ns() -> int:
+    """Monotonic clock in ns: the only clock stages use for latency (same host)."""
+    return time.monotonic_ns()
+
+
+@dataclass
+class People:
+    """People of one frame, in source-image pixels.
+
+    keypoints: (N, K, 3) float32 x, y, score; scores: (N,) float32; track_ids: (N,) int64
+    (-1 before tracking).
+    """
+
+    keypoints: np.ndarray
+    scores: np.ndarray
+    track_ids: np.ndarray
+
+    @classmethod
+    def empty(cls, k: int = 17) -> "People":
+        return cls(np.zeros((0, k, 3), np.float32), np.zeros(0, np.float32), np.zeros(0, np.int64))
+
+    def __len__(self) -> int:
+        return int(self.scores.shape[0])
+
+
+@dataclass
+class Frame:
+    """One captured image and what the stages added.
+
+    Attributes:
+        source_id: index of the source (several ``--source`` at once).
+        frame_id: per-source frame counter, from 0, increasing by 1 for every captured frame
+            (frames dropped later leave gaps downstream, which is how drops are counted).
+        t_capture_ns: capture time (:func:`now_ns`), set once at the source.
+        epoch: stream epoch; a new one starts after a reconnect or resolution change, so
+            stateful stages (trackers, filters) reset instead of bridging the gap.
+        pts: presentation time in seconds from the source (file pts; for live sources the
+            capture time relative to the stream's start).
+        image: (H, W, 3) uint8 RGB.
+        people: decoded people (None before inference).
+        timings: stage name -> (start_ns, end_ns) of its processing.
+        info: small JSON-serialisable extras (source name, fps, flags).
+        eos: end of stream marker (image may be None).
+    """
+
+    source_id: int
+    frame_id: int
+    t_capture_ns: int
+    epoch: int = 0
+    pts: float | None = None
+    image: np.ndarray | None = None
+    people: People | None = None
+    timings: dict = field(default_factory=dict)
+    info: dict = field(default_factory=dict)
+    eos: bool = False
+
+
+def _array_meta(a: np.ndarray) -> dict:
+    return {"shape": list(a.shape), "dtype": a.dtype.str}
+
+
+def encode(frame: Frame) -> list:
+    """Frame -> multipart parts: [header JSON bytes, buffers...] (buffers are not copied)."""
+    arrays: list[tuple[str, np.ndarray]] = []
+    if frame.image is not None:
+        arrays.append(("image", np.ascontiguousarray(frame.image)))
+    if frame.people is not None:
+        arrays += [("keypoints", np.ascontiguousarray(frame.people.keypoints, np.float32)),
+                   ("scores", np.ascontiguousarray(frame.people.scores, np.float32)),
+                   ("track_ids", np.ascontiguousarray(frame.people.track_ids, np.int64))]
+    header = {"v": WIRE_VERSION, "source_id": frame.source_id, "frame_id": frame.frame_id,
+              "t_capture_ns": frame.t_capture_ns, "epoch": frame.epoch, "pts": frame.pts,
+              "timings": frame.timings, "info": frame.info, "eos": frame.eos,
+              "arrays": [[name, _array_meta(a)] for name, a in arrays]}
+    return [json.dumps(header, separators=(",", ":")).encode()] + [_raw(a) for _, a in arrays]
+
+
+def _raw(a: np.ndarray):
+    """A byte view of a contiguous array (no copy); empty arrays travel as empty parts."""
+    return memoryview(a.reshape(-1).view(np.uint8)) if a.size else b""
+
+
+def decode(parts: list) -> Frame:
+    """Multipart parts (bytes or zmq.Frame) -> Frame. Raises ValueError on a malformed message."""
+    try:
+        header = json.loads(bytes(parts[0]))
+    except (ValueError, IndexError) as e:
+        raise ValueError(f"malformed frame header: {e}") from None
+    if header.get("v") != WIRE_VERSION:
+        raise ValueError(f"wire version {header.get('v')} != {WIRE_VERSION}")
+    specs = header["arrays"]
+    if len(parts) != 1 + len(specs):
+        raise ValueError(f"frame has {len(parts) - 1} buffers, header lists {len(specs)}")
+    arrays = {}
+    for (name, meta), part in zip(specs, parts[1:]):
+        buf = part.buffer if hasattr(part, "buffer") else part
+        a = np.frombuffer(buf, dtype=np.dtype(meta["dtype"]))
+        arrays[name] = a.reshape(meta["shape"])
+    people = None
+    if "keypoints" in arrays:
+        people = People(arrays["keypoints"], arrays["scores"], arrays["track_ids"])
+    return Frame(source_id=header["source_id"], frame_id=header["frame_id"], t_capture_ns=header["t_capture_ns"],
+                 epoch=header["epoch"], pts=header["pts"], image=arrays.get("image"), people=people,
+                 timings=header["timings"], info=header["info"], eos=header["eos"])

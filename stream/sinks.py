@@ -1,0 +1,521 @@
+"""Output sinks: H.264 MP4 recordings, JSON Lines of keypoints, and a live window.
+
+Writers are context managers that open their file in the constructor (like :func:`open`) and
+finalise it in ``close()``, which ``__exit__`` calls also while an exception (or Ctrl-C) is
+propagating: a recording cut short by an error is a playable file holding every frame written.
+
+:class:`SinkStage` is the pipeline stage on top of them. Its file layout with several sources:
+
+* MP4: one file per source. While a single source has been seen the file is ``record`` as given;
+  every further source writes ``{stem}_s{source_id}{suffix}``, and ``close()`` renames the first
+  source's file to the same pattern, so a run with several sources ends with
+  ``out_s0.mp4, out_s1.mp4, ...`` and a single-source run with ``out.mp4``. (A run killed before
+  ``close()`` keeps the first source's file under the plain name.)
+* JSON Lines: one file for all sources; every line carries its ``source_id``.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import numbers
+import os
+from dataclasses import dataclass, fields
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import cv2
+import numpy as np
+
+from stream.cli import UserError
+from stream.messages import Frame
+
+__all__ = ["Mp4Writer", "JsonlWriter", "SinkConfig", "SinkStage", "WindowSink", "source_path"]
+
+LOG = logging.getLogger(__name__)
+
+# H.264 colour tags matching the conversion below (swscale's default RGB -> YUV is BT.601,
+# limited range); without them players guess, and browsers guess BT.709 for HD sizes.
+_AVCOL_SPC_SMPTE170M = 6
+_AVCOL_RANGE_MPEG = 1
+
+
+class Mp4Writer:
+    """H.264 (libx264) video in an MP4 file, playable in browsers.
+
+    * Pixel format yuv420p, which needs an even width and height: an odd size is padded by one
+      pixel on the right / bottom, repeating the last column / row, so no image content is lost
+      (the file is then ``width + 1`` or ``height + 1`` pixels wide / high).
+    * The ``moov`` atom is moved to the front of the file when it is closed (``movflags
+      +faststart``), so playback can start before the whole file is downloaded.
+    * Time base ``1 / (fps * n)`` with the smallest integer ``n`` making one tick <= 1 ms: frames
+      on the nominal frame grid land on exact ticks and irregular source timestamps keep
+      millisecond precision. The MP4 muxer may pick a finer timescale for the file.
+    * ``write(image, pts_seconds)`` keeps the source timing: the frame's pts is
+      ``round(pts_seconds / time_base)``; without ``pts_seconds`` it is
+      ``frames_written / fps``. A pts that is not greater than the previous one is moved to the
+      previous one plus one tick (counted in ``pts_bumped``), since MP4 needs increasing pts.
+
+    Args:
+        path: output file (``.mp4``); overwritten.
+        fps: nominal frame rate (> 0): sets the time base, the pts of frames written without a
+            timestamp and the encoder's rate control.
+        width: width of the images that will be written, in pixels.
+        height: their height.
+        crf: x264 constant rate factor (0 lossless .. 51; 23 default quality).
+        preset: x264 speed preset (``ultrafast`` .. ``veryslow``).
+
+    Attributes:
+        frames_written: frames handed to the encoder so far (all are in the file after ``close()``).
+        pts_bumped: frames whose pts was moved forward to keep pts increasing.
+    """
+
+    def __init__(self, path: str | os.PathLike, fps: float, width: int, height: int, crf: int = 23,
+                 preset: str = "veryfast") -> None:
+        if isinstance(fps, bool) or not (isinstance(fps, numbers.Real) and math.isfinite(fps) and fps > 0):
+            raise ValueError(f"fps must be a finite number > 0, got {fps!r}")
+        if int(width) < 1 or int(height) < 1:
+            raise ValueError(f"width and height must be >= 1, got {width}x{height}")
+        if not 0 <= int(crf) <= 51:
+            raise ValueError(f"crf must be in 0..51, got {crf}")
+        self.path = Path(path)
+        self.width, self.height = int(width), int(height)
+        self.rate = Fraction(float(fps)).limit_denominator(1001)
+        if self.rate <= 0:
+            raise ValueError(f"fps {fps!r} is too small")
+        self.ticks_per_frame = max(1, math.ceil(1000 / self.rate))
+        self.time_base = 1 / (self.rate * self.ticks_per_frame)
+        self.enc_width = self.width + (self.width & 1)
+        self.enc_height = self.height + (self.height & 1)
+        self.frames_written = 0
+        self.pts_bumped = 0
+        self._last_pts: int | None = None
+        self._container = av.open(str(self.path), mode="w", format="mp4",
+                                  container_options={"movflags": "+faststart"})
+        try:
+            stream = self._container.add_stream("libx264", rate=self.rate,
+                                                options={"crf": str(int(crf)), "preset": str(preset)})
+            stream.width, stream.height = self.enc_width, self.enc_height
+            stream.pix_fmt = "yuv420p"
+            stream.time_base = self.time_base
+            ctx = stream.codec_context
+            ctx.time_base = self.time_base
+            ctx.colorspace = _AVCOL_SPC_SMPTE170M
+            ctx.color_range = _AVCOL_RANGE_MPEG
+        except BaseException:
+            self._container.close()
+            self._container = None
+            raise
+        self._stream = stream
+
+    @property
+    def closed(self) -> bool:
+        return self._container is None
+
+    def __enter__(self) -> "Mp4Writer":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> bool:
+        if exc_type is None:
+            self.close()
+        else:
+            # Finalise what was written, but never hide the error that is propagating.
+            try:
+                self.close()
+            except Exception:
+                LOG.exception("finalising %s after an error failed", self.path)
+        return False
+
+    def write(self, image_rgb: np.ndarray, pts_seconds: float | None = None) -> None:
+        """Encode one frame.
+
+        Args:
+            image_rgb: (height, width, 3) uint8 RGB, the size given to the constructor.
+            pts_seconds: presentation time in seconds from the source; ``None``: frame index / fps.
+
+        Raises:
+            ValueError: wrong image shape or dtype, or a non-finite pts.
+            RuntimeError: the writer is closed.
+        """
+        if self._container is None:
+            raise RuntimeError(f"Mp4Writer for {self.path} is closed")
+        image = np.asarray(image_rgb)
+        if image.shape != (self.height, self.width, 3) or image.dtype != np.uint8:
+            raise ValueError(f"expected a ({self.height}, {self.width}, 3) uint8 RGB image, "
+                             f"got {image.shape} {image.dtype}")
+        if pts_seconds is None:
+            pts = self.frames_written * self.ticks_per_frame
+        else:
+            if not math.isfinite(pts_seconds):
+                raise ValueError(f"pts_seconds must be finite, got {pts_seconds!r}")
+            pts = int(round(Fraction(pts_seconds) / self.time_base))
+        if self._last_pts is not None and pts <= self._last_pts:
+            pts = self._last_pts + 1
+            self.pts_bumped += 1
+        if self.enc_height != self.height or self.enc_width != self.width:
+            image = np.pad(image, ((0, self.enc_height - self.height), (0, self.enc_width - self.width), (0, 0)),
+                           mode="edge")
+        frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24").reformat(format="yuv420p")
+        frame.pts = pts
+        frame.time_base = self.time_base
+        self._container.mux(self._stream.encode(frame))
+        self._last_pts = pts
+        self.frames_written += 1
+
+    def close(self) -> None:
+        """Flush the encoder and finalise the file (moov atom to the front). Safe to call again."""
+        container, self._container = self._container, None
+        if container is None:
+            return
+        try:
+            container.mux(self._stream.encode(None))
+        finally:
+            container.close()
+        LOG.debug("wrote %d frames to %s (%d pts bumped)", self.frames_written, self.path, self.pts_bumped)
+
+
+def _rounded(a: np.ndarray, decimals: int) -> list:
+    """Array -> nested lists of floats rounded to ``decimals``; non-finite values become null."""
+    a = np.round(np.asarray(a, dtype=np.float64), decimals)
+    if np.isfinite(a).all():
+        return a.tolist()
+    return np.where(np.isfinite(a), a, None).tolist()
+
+
+def frame_record(frame: Frame) -> dict:
+    """The JSON Lines record of a frame (pixels rounded to 0.01, scores to 0.001)."""
+    people = []
+    p = frame.people
+    if p is not None and len(p):
+        kps = np.asarray(p.keypoints)
+        xy = _rounded(kps[:, :, :2], 2)
+        ks = _rounded(kps[:, :, 2], 3)
+        scores = _rounded(p.scores, 3)
+        for n in range(len(p)):
+            people.append({"track_id": int(p.track_ids[n]), "score": scores[n],
+                           "keypoints": [[x, y, s] for (x, y), s in zip(xy[n], ks[n])]})
+    pts = None if frame.pts is None else round(float(frame.pts), 6)
+    return {"source_id": int(frame.source_id), "frame_id": int(frame.frame_id), "pts": pts,
+            "t_capture_ns": int(frame.t_capture_ns), "epoch": int(frame.epoch), "people": people}
+
+
+class JsonlWriter:
+    """One JSON line of keypoints per frame, flushed line by line (a crash loses nothing written).
+
+    Line format: ``{"source_id", "frame_id", "pts", "t_capture_ns", "epoch",
+    "people": [{"track_id", "score", "keypoints": [[x, y, score], ...]}]}`` with pixels rounded to
+    0.01, scores to 0.001, pts to 1 µs; non-finite numbers are written as ``null``.
+
+    Args:
+        path: output file; overwritten.
+
+    Attributes:
+        lines_written: lines written so far.
+    """
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        self.path = Path(path)
+        self.lines_written = 0
+        self._file = open(self.path, "w", encoding="utf-8")
+
+    @property
+    def closed(self) -> bool:
+        return self._file is None
+
+    def __enter__(self) -> "JsonlWriter":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> bool:
+        self.close()
+        return False
+
+    def write(self, frame: Frame) -> None:
+        """Append the frame's record (:func:`frame_record`) and flush it."""
+        if self._file is None:
+            raise RuntimeError(f"JsonlWriter for {self.path} is closed")
+        self._file.write(json.dumps(frame_record(frame), separators=(",", ":"), allow_nan=False) + "\n")
+        self._file.flush()
+        self.lines_written += 1
+
+    def close(self) -> None:
+        """Close the file. Safe to call again."""
+        f, self._file = self._file, None
+        if f is not None:
+            f.close()
+
+
+def source_path(path: str | os.PathLike, source_id: int) -> Path:
+    """``out.mp4`` -> ``out_s{source_id}.mp4``."""
+    p = Path(path)
+    return p.with_name(f"{p.stem}_s{source_id}{p.suffix}")
+
+
+@dataclass
+class SinkConfig:
+    """Options of :class:`SinkStage` (the ``sink`` config section).
+
+    Attributes:
+        record: MP4 path (one file per source, see the module docstring); ``None``: no video.
+        jsonl: JSON Lines path for keypoints (all sources); ``None``: no keypoints file.
+        fps: frame rate for a recording whose first frame has no ``info["fps"]`` (live sources).
+        crf: x264 quality (0 .. 51).
+        preset: x264 speed preset.
+        show: show the frames in a window (:class:`WindowSink`; needs a GUI build of OpenCV).
+    """
+
+    record: str | None = None
+    jsonl: str | None = None
+    fps: float = 30.0
+    crf: int = 23
+    preset: str = "veryfast"
+    show: bool = False
+
+    def __post_init__(self) -> None:
+        if isinstance(self.fps, bool) or not isinstance(self.fps, (int, float)) or not (
+                math.isfinite(self.fps) and self.fps > 0):
+            raise ValueError(f"fps must be a number > 0, got {self.fps!r}")
+        if isinstance(self.crf, bool) or not isinstance(self.crf, int) or not 0 <= self.crf <= 51:
+            raise ValueError(f"crf must be an integer in 0..51, got {self.crf!r}")
+        if not isinstance(self.show, bool):
+            raise ValueError(f"show must be true or false, got {self.show!r}")
+
+    @classmethod
+    def from_dict(cls, d: dict | None) -> "SinkConfig":
+        """Build from a config section; an unknown key is an error that names it."""
+        d = dict(d or {})
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ValueError(f"unknown sink option {unknown[0]!r}; known: {', '.join(sorted(known))}")
+        return cls(**d)
+
+
+class _Recording:
+    """The MP4 state of one source."""
+
+    def __init__(self, writer: Mp4Writer, epoch: int) -> None:
+        self.writer = writer
+        self.epoch = epoch
+        self.offset = 0.0  # added to source pts so that a restarted stream continues the file
+        self.last_pts: float | None = None
+        self.done = False
+
+
+class SinkStage:
+    """Writes frames to an MP4 recording and/or a JSON Lines file (and a window), in arrival order.
+
+    Files are opened lazily on the first frame (the MP4's size from that frame's image, its fps
+    from ``frame.info["fps"]`` or ``config.fps``) and closed by :meth:`close`. An end-of-stream
+    frame is not written; it finalises that source's MP4 at once, and later frames of a source
+    that ended are dropped (counted in ``dropped``). A frame whose image size differs from the
+    recording's (a camera that came back at another resolution) is resized to it. When a new
+    epoch starts with pts not after the last one written (a restarted stream), the pts are
+    shifted to continue one frame interval after it. With ``show``, :meth:`open` opens the window
+    (failing at once without a GUI) and every frame is shown until the user presses q or Esc.
+
+    Args:
+        config: the options.
+
+    Attributes:
+        frames_in: non-eos frames received.
+        dropped: frames not written to the MP4 (source already ended, or no image).
+        resized: frames resized to the recording's size.
+        paths: JSON-serialisable ``{"record_s{source_id}": path, "jsonl": path}`` of the files written.
+    """
+
+    def __init__(self, config: SinkConfig | None = None) -> None:
+        self.config = config or SinkConfig()
+        self._recordings: dict[int, _Recording] = {}
+        self._first_source: int | None = None
+        self._jsonl: JsonlWriter | None = None
+        self.frames_in = 0
+        self.dropped = 0
+        self.resized = 0
+        self._paths: dict[int, Path] = {}
+        self._window: WindowSink | None = None
+
+    @property
+    def paths(self) -> dict[str, str]:
+        out = {f"record_s{src}": str(p) for src, p in sorted(self._paths.items())}
+        if self._jsonl is not None:
+            out["jsonl"] = str(self._jsonl.path)
+        return out
+
+    def open(self) -> None:
+        """Open the window when ``show`` is set; files open lazily on the first frame (size and rate come from it).
+
+        Raises:
+            UserError: ``show`` without a GUI build of OpenCV.
+        """
+        if self.config.show and self._window is None:
+            window = WindowSink()
+            window.open()
+            self._window = window
+
+    def reset(self) -> None:
+        """Nothing to forget: pts continuity across a restart is handled per epoch."""
+
+    def __enter__(self) -> "SinkStage":
+        self.open()
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> bool:
+        self.close()
+        return False
+
+    def _recording_path(self, source_id: int) -> Path:
+        if self._first_source is None:
+            self._first_source = source_id
+        if source_id == self._first_source:
+            return Path(self.config.record)
+        return source_path(self.config.record, source_id)
+
+    def _open_recording(self, frame: Frame) -> _Recording:
+        h, w = frame.image.shape[:2]
+        fps = frame.info.get("fps") if isinstance(frame.info, dict) else None
+        if not (isinstance(fps, (int, float)) and not isinstance(fps, bool) and math.isfinite(fps) and fps > 0):
+            fps = self.config.fps
+        path = self._recording_path(frame.source_id)
+        writer = Mp4Writer(path, float(fps), w, h, crf=self.config.crf, preset=self.config.preset)
+        self._paths[frame.source_id] = path
+        LOG.info("recording source %d to %s (%dx%d, %.3g fps)", frame.source_id, path, w, h, fps)
+        return _Recording(writer, frame.epoch)
+
+    def _record(self, frame: Frame) -> None:
+        rec = self._recordings.get(frame.source_id)
+        if rec is None:
+            rec = self._recordings[frame.source_id] = self._open_recording(frame)
+        if rec.done:
+            if self.dropped == 0:
+                LOG.warning("frames of source %d after its end of stream are not recorded", frame.source_id)
+            self.dropped += 1
+            return
+        wr = rec.writer
+        image = frame.image
+        if image.shape[:2] != (wr.height, wr.width):
+            if self.resized == 0:
+                LOG.warning("source %d changed size to %dx%d; resizing to the recording's %dx%d",
+                            frame.source_id, image.shape[1], image.shape[0], wr.width, wr.height)
+            image = cv2.resize(image, (wr.width, wr.height), interpolation=cv2.INTER_AREA)
+            self.resized += 1
+        pts = None
+        if frame.pts is not None:
+            pts = float(frame.pts) + rec.offset
+            if frame.epoch != rec.epoch:
+                rec.epoch = frame.epoch
+                if rec.last_pts is not None and pts <= rec.last_pts:
+                    rec.offset += rec.last_pts + 1.0 / float(wr.rate) - pts
+                    pts = float(frame.pts) + rec.offset
+            rec.last_pts = pts
+        wr.write(image, pts)
+
+    def process(self, frame: Frame) -> Frame:
+        """Write one frame (eos: finalise that source's MP4). Returns the frame unchanged."""
+        if frame.eos:
+            rec = self._recordings.get(frame.source_id)
+            if rec is not None and not rec.done:
+                rec.writer.close()
+                rec.done = True
+            return frame
+        self.frames_in += 1
+        if self.config.jsonl is not None:
+            if self._jsonl is None:
+                self._jsonl = JsonlWriter(self.config.jsonl)
+            self._jsonl.write(frame)
+        if self.config.record is not None:
+            if frame.image is None:
+                self.dropped += 1
+            else:
+                self._record(frame)
+        if self._window is not None and frame.image is not None:
+            if not self._window.show(frame.image, frame.source_id):
+                LOG.info("window closed by the user; recording goes on")
+                self._window.close()
+                self._window = None
+        return frame
+
+    def close(self) -> None:
+        """Finalise every file (all are attempted; the first error is raised after). Safe to call again."""
+        errors = []
+        if self._window is not None:
+            self._window.close()
+            self._window = None
+        for rec in self._recordings.values():
+            try:
+                rec.writer.close()
+            except Exception as e:  # noqa: BLE001 - keep closing the others
+                errors.append(e)
+            rec.done = True
+        if self._jsonl is not None:
+            try:
+                self._jsonl.close()
+            except Exception as e:  # noqa: BLE001
+                errors.append(e)
+        first = self._first_source
+        if len(self._recordings) > 1 and first is not None and self._paths.get(first) == Path(self.config.record):
+            target = source_path(self.config.record, first)
+            os.replace(self._paths[first], target)
+            self._paths[first] = target
+        if errors:
+            raise errors[0]
+
+
+class WindowSink:
+    """Live OpenCV windows (``--show``): one per source.
+
+    ``show()`` displays a frame and pumps the window's events (that is its job, unlike the file
+    writers). The pip package ``opencv-python-headless`` has no GUI; :meth:`open` then fails with
+    a one-line :class:`stream.cli.UserError`.
+
+    Args:
+        title: title of source 0's window; source ``i > 0`` gets ``"{title} s{i}"``.
+    """
+
+    def __init__(self, title: str = "posestream") -> None:
+        self.title = title
+        self._windows: set[str] = set()
+        self._open = False
+
+    def open(self) -> None:
+        """Create source 0's window (so a missing GUI fails before any frame is processed).
+
+        Raises:
+            UserError: OpenCV was built without GUI support.
+        """
+        try:
+            cv2.namedWindow(self.title, cv2.WINDOW_NORMAL)
+        except cv2.error:
+            raise UserError("--show needs a GUI build of OpenCV (pip install opencv-python)") from None
+        self._windows.add(self.title)
+        self._open = True
+
+    def __enter__(self) -> "WindowSink":
+        self.open()
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> bool:
+        self.close()
+        return False
+
+    def show(self, image_rgb: np.ndarray, source_id: int = 0) -> bool:
+        """Display an (H, W, 3) uint8 RGB image; returns False once the user pressed q or Esc."""
+        if not self._open:
+            raise RuntimeError("WindowSink is not open")
+        name = self.title if source_id == 0 else f"{self.title} s{source_id}"
+        if name not in self._windows:
+            cv2.namedWindow(name, cv2.WINDOW_NORMAL)
+            self._windows.add(name)
+        cv2.imshow(name, cv2.cvtColor(image_rgb, cv2.COLOR_RGB2BGR))
+        key = cv2.waitKey(1) & 0xFF
+        return key not in (ord("q"), 27)
+
+    def close(self) -> None:
+        """Destroy the windows. Safe to call again."""
+        self._open = False
+        windows, self._windows = self._windows, set()
+        for name in windows:
+            try:
+                cv2.destroyWindow(name)
+            except cv2.error:
+                pass
