@@ -37,6 +37,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", default=None, help="pipeline YAML (sections: policy, infer, track, render, sink, "
                                                   "source_options); flags override it")
     p.add_argument("--summary", default=None, help="write the JSON summary here (it is also printed)")
+    p.add_argument("--realtime", action="store_true", help="read files at their own pace, like a camera")
     p.add_argument("--quiet", action="store_true", help="no status line")
     p.add_argument("--infer-delay-ms", type=float, default=None, help=argparse.SUPPRESS)  # tests of the live policy
 
@@ -80,6 +81,10 @@ def build_config(args: argparse.Namespace):
         cfg.render = {**cfg.render, "hud": False}
     if args.policy:
         cfg.policy = args.policy
+    if args.realtime:
+        opts = dict(cfg.source_options)
+        opts["file"] = {**(opts.get("file") or {}), "realtime": True}
+        cfg.source_options = opts
     if args.summary:
         cfg.summary = args.summary
     if args.quiet:
@@ -98,6 +103,13 @@ def _validate(cfg) -> None:
     TrackerConfig.from_dict(cfg.track)
     RenderConfig.from_dict(cfg.render)
     SinkConfig.from_dict(cfg.sink)
+    from .sources import FileConfig, ImageFolderConfig, RtspConfig, WebcamConfig
+
+    kinds = {"file": FileConfig, "rtsp": RtspConfig, "webcam": WebcamConfig, "images": ImageFolderConfig}
+    for kind, opts in (cfg.source_options or {}).items():
+        if kind not in kinds:
+            raise ValueError(f"unknown key source_options.{kind}; known: {', '.join(kinds)}")
+        kinds[kind].from_dict(opts)
     for s in cfg.sources:
         s = str(s)
         if s.isdigit() or "://" in s or any(c in s for c in "*?"):

@@ -46,7 +46,7 @@ class PipelineConfig:
     track: dict = field(default_factory=dict)
     render: dict = field(default_factory=dict)
     sink: dict = field(default_factory=dict)
-    source_options: dict = field(default_factory=dict)
+    source_options: dict = field(default_factory=dict)  # per kind: {file: {...}, rtsp: {...}, ...}
     summary: str | None = None           # where to write the JSON summary
     status_interval: float = 1.0         # seconds between status lines (0: none)
     startup_timeout: float = 120.0
@@ -164,6 +164,8 @@ class Pipeline:
             self.stats[msg["stage"]] = msg
         elif t == "ready":
             self.stats.setdefault("ready", {})[msg["stage"]] = msg.get("info", "")
+            if msg["stage"].startswith("capture"):
+                LOG.info("stage %s ready (pid %d)", msg["stage"], msg["pid"])
         elif t == "progress":
             self.progress = msg
 
@@ -176,6 +178,7 @@ class Pipeline:
                 self._handle(msg)
                 if msg["type"] == "ready":
                     ready.add(msg["stage"])
+                    LOG.info("stage %s ready (pid %d)", msg["stage"], msg["pid"])
                     if msg["stage"] == "infer" and self.cfg.status_interval:
                         print(f"posestream: model {msg.get('info', '')}", file=self.out)
                 if msg["type"] == "error":

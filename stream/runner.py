@@ -149,14 +149,15 @@ def capture_main(spec: StageSpec, source: str, source_id: int, source_options: d
     last = None
     src = None
     try:
-        from .sources import SourceError, open_source
+        from .sources import SourceError, open_source, source_kind
     except Exception as e:  # keep the end-of-stream guarantee below even for a broken install
         SourceError, open_source = RuntimeError, None
         status.send("error", message=_error_line(e))
     try:
         if open_source is None:
             raise RuntimeError("sources unavailable")
-        src = open_source(source, source_id, **source_options)
+        # options are given per kind of source: {file: {...}, rtsp: {...}, webcam: {...}, images: {...}}
+        src = open_source(source, source_id, **dict(source_options.get(source_kind(source)) or {}))
         # an RTSP source retrying forever never reaches the loop below: stop it from a thread
         if hasattr(src, "stop"):
             import threading
@@ -172,7 +173,7 @@ def capture_main(spec: StageSpec, source: str, source_id: int, source_options: d
                 tx.send(frame)
                 frames += 1
                 last = frame
-    except SourceError as e:
+    except (SourceError, ValueError) as e:
         status.send("error", message=_error_line(e), user=True)
         code = 2
     except Exception as e:

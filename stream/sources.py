@@ -53,6 +53,7 @@ import logging
 import os
 import re
 import threading
+import time
 from dataclasses import dataclass, field, fields
 from typing import Any, Iterator
 
@@ -100,10 +101,13 @@ class FileConfig:
     Attributes:
         strict: raise :class:`SourceError` at the end of a damaged file instead of logging a warning.
         threads: decoder threads (0: FFmpeg chooses).
+        realtime: deliver frames at the file's own pace (by pts), like a camera would; for demos
+            and for testing the live flow policy with a file.
     """
 
     strict: bool = False
     threads: int = 0
+    realtime: bool = False
 
     def __post_init__(self) -> None:
         if isinstance(self.threads, bool) or not isinstance(self.threads, int) or self.threads < 0:
@@ -393,6 +397,7 @@ class VideoFileSource(Source):
         self._decoded: Iterator | None = None
         self._problems: list[str] = []
         self._last_time: float | None = None
+        self._pace: tuple[int, float] | None = None
 
     def _open(self) -> None:
         import av
@@ -462,10 +467,17 @@ class VideoFileSource(Source):
             self._finish()
             return None
         image = frame.to_ndarray(format="rgb24")
-        t = now_ns()
         pts = frame.time
         if pts is None and self.fps:
             pts = self.frames / self.fps
+        if self.config.realtime and pts is not None:
+            if self._pace is None:
+                self._pace = (now_ns(), pts)
+            due = self._pace[0] + int((pts - self._pace[1]) * 1e9)
+            wait = due - now_ns()
+            if wait > 0:
+                time.sleep(wait / 1e9)
+        t = now_ns()
         if pts is not None:
             self._last_time = pts
         return self._frame(image, t, pts)
