@@ -6,7 +6,7 @@ TORCH ?= torch==2.13.0
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install demo test test-deps test-slow bench clean
+.PHONY: install demo live test test-deps test-slow bench clean
 
 $(STAMP): setup.cfg pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
@@ -17,11 +17,17 @@ $(STAMP): setup.cfg pyproject.toml Makefile
 
 install: $(STAMP)
 
+# The main job: the pipeline on a clip with people, writing an annotated MP4, keypoints (JSONL)
+# and the metrics summary. SOURCE= picks another input (file, folder, rtsp:// URL, webcam index).
+SOURCE ?= ../shared/data/videos/vtest.avi
 demo: $(STAMP)
-	@echo "make demo: the streaming pipeline is not built yet; until it is, demo runs the decoder"
-	@echo "benchmarks: Numba grouping vs the NumPy reference, and the oracle AP on real COCO poses."
-	$(BIN)/posestream bench grouping
-	$(BIN)/posestream bench oracle
+	@mkdir -p out
+	$(BIN)/posestream run --source $(SOURCE) --record out/demo.mp4 --jsonl out/demo.jsonl --summary out/demo-summary.json
+	@echo "wrote out/demo.mp4, out/demo.jsonl and out/demo-summary.json"
+	@echo "(no trained model ships yet: the skeletons come from a randomly initialised 'lite')"
+
+live: $(STAMP)
+	$(BIN)/posestream run --source 0 --show
 
 # system packages for the RTSP tests (GStreamer's RTSP server on loopback); skipped when not root
 test-deps:
@@ -36,6 +42,9 @@ test-slow: $(STAMP) test-deps
 bench: $(STAMP)
 	$(BIN)/posestream bench grouping
 	$(BIN)/posestream bench oracle
+	$(BIN)/posestream bench models
+	$(BIN)/posestream bench loader
+	$(BIN)/posestream bench pipeline
 
 clean:
 	rm -rf $(VENV) out build *.egg-info

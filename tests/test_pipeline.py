@@ -227,3 +227,12 @@ def test_rtsp_ingest_survives_a_server_restart(tmp_path):
     assert epochs == sorted(epochs) and {0, 1} <= set(epochs)
     ids = [x["frame_id"] for x in lines]
     assert ids == sorted(ids)  # frame ids keep counting across the reconnect
+
+
+def test_bench_pipeline_reports_both_variants_and_hops():
+    r = posestream("bench", "pipeline", "--frames", "15", "--hop-frames", "10", "--json", timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    res = json.loads(r.stdout)
+    assert res["single_process"]["frames"] == res["multi_process"]["frames"] == 15
+    assert set(res["hops"]) == {"640x480", "1080p", "4K"}
+    assert all(h["hop_ms"] > 0 and h["memcpy_ms"] > 0 for h in res["hops"].values())

@@ -1,0 +1,174 @@
+"""Benchmark the pipeline: multi-process (ZeroMQ) against a single-process loop, and the cost of
+one ZeroMQ hop against a plain memory copy of the same frame — side by side, in one run.
+
+1. End to end on a video (default ``../shared/data/videos/vtest.avi``) with the default model
+   (``lite``, ONNX Runtime): ``posestream run``'s processes (capture, infer, track, output; no
+   files written) and the same stages called one after the other in one process. fps and
+   capture-to-output latency.
+2. One hop: a frame sent from this process to a child process over ``ipc://`` (multipart, no
+   pickle, ``copy=False``), throughput per frame, for 640x480, 1920x1080 and 3840x2160 RGB
+   frames, against ``np.copyto`` of the same bytes in one process.
+
+  posestream bench pipeline
+  posestream bench pipeline --json
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing as mp
+import time
+
+import numpy as np
+
+SIZES = {"640x480": (480, 640), "1080p": (1080, 1920), "4K": (2160, 3840)}
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--source", default="../shared/data/videos/vtest.avi")
+    p.add_argument("--model", default="lite")
+    p.add_argument("--frames", type=int, default=300, help="frames of the video used (default: %(default)s)")
+    p.add_argument("--hop-frames", type=int, default=200)
+    p.add_argument("--json", action="store_true")
+
+
+def _sink(addr: str, n: int, ack: str) -> None:
+    import zmq
+
+    ctx = zmq.Context()
+    rx = ctx.socket(zmq.PULL)
+    rx.bind(addr)
+    done = ctx.socket(zmq.PUSH)
+    done.connect(ack)
+    from stream.messages import decode
+
+    for _ in range(n):
+        f = decode(rx.recv_multipart(copy=False))
+        assert f.image is not None
+    done.send(b"ok")
+    rx.close()
+    done.close()
+    ctx.term()
+
+
+def hop_cost(hw: tuple[int, int], n: int) -> dict:
+    import zmq
+
+    from stream.messages import Frame, encode, now_ns
+    from stream.transport import ipc_address, private_folder
+
+    folder = private_folder()
+    addr, ack = ipc_address(folder, "hop"), ipc_address(folder, "ack")
+    ctx = zmq.Context()
+    done = ctx.socket(zmq.PULL)
+    done.bind(ack)
+    p = mp.get_context("spawn").Process(target=_sink, args=(addr, n + 5, ack))
+    p.start()
+    tx = ctx.socket(zmq.PUSH)
+    tx.setsockopt(zmq.SNDHWM, 4)
+    tx.connect(addr)
+    img = np.random.default_rng(0).integers(0, 255, (*hw, 3), dtype=np.uint8)
+    f = Frame(source_id=0, frame_id=0, t_capture_ns=now_ns(), image=img)
+    for _ in range(5):  # connection set-up, first allocations
+        tx.send_multipart(encode(f), copy=False)
+    time.sleep(0.5)
+    t0 = time.perf_counter()
+    for i in range(n):
+        f.frame_id = i
+        tx.send_multipart(encode(f), copy=False)
+    done.recv()
+    hop = (time.perf_counter() - t0) / n
+    p.join()
+    tx.close()
+    done.close()
+    ctx.term()
+    dst = np.empty_like(img)
+    ts = []
+    for _ in range(max(20, n // 4)):
+        t = time.perf_counter()
+        np.copyto(dst, img)
+        ts.append(time.perf_counter() - t)
+    mem = float(np.median(ts))
+    return {"bytes": int(img.nbytes), "hop_ms": hop * 1e3, "memcpy_ms": mem * 1e3, "ratio": hop / mem}
+
+
+def single_process(source: str, model: str, frames: int) -> dict:
+    from stream.infer import InferConfig, InferenceStage
+    from stream.messages import now_ns
+    from stream.render import RenderConfig, RenderStage
+    from stream.sources import open_source
+    from stream.track import TrackerConfig, TrackStage
+
+    stages = [InferenceStage(InferConfig(model=model)), TrackStage(TrackerConfig()), RenderStage(RenderConfig())]
+    for s in stages:
+        s.open()
+    lat = []
+    n = 0
+    t0 = None
+    with open_source(source) as src:
+        for frame in src:
+            if n >= frames:
+                break
+            t0 = t0 or time.perf_counter()
+            for s in stages:
+                frame = s.process(frame)
+            lat.append((now_ns() - frame.t_capture_ns) / 1e6)
+            n += 1
+    dt = time.perf_counter() - t0
+    for s in stages:
+        s.close()
+    return {"frames": n, "fps": n / dt, "latency_ms_p50": float(np.median(lat)),
+            "latency_ms_p95": float(np.percentile(lat, 95))}
+
+
+def multi_process(source: str, model: str, frames: int) -> dict:
+    import os
+    import tempfile
+
+    import av
+
+    from stream.pipeline import Pipeline, PipelineConfig
+
+    # the first `frames` frames as their own file, so both variants see the same input
+    with tempfile.TemporaryDirectory() as d:
+        clip = os.path.join(d, "clip.mkv")
+        with av.open(source) as src, av.open(clip, "w") as out:
+            st = out.add_stream("ffv1", rate=int(src.streams.video[0].average_rate or 10))
+            st.width, st.height = src.streams.video[0].width, src.streams.video[0].height
+            st.pix_fmt = "bgr0"
+            for i, f in enumerate(src.decode(video=0)):
+                if i >= frames:
+                    break
+                for p in st.encode(f.reformat(format="bgr0")):
+                    out.mux(p)
+            for p in st.encode():
+                out.mux(p)
+        cfg = PipelineConfig(sources=[clip], infer={"model": model}, status_interval=0)
+        t0 = time.perf_counter()
+        s = Pipeline(cfg).run()
+        wall = time.perf_counter() - t0
+    lat = s["capture_to_output_ms"]
+    return {"frames": s["frames_out"], "fps": s["fps_out"], "wall_fps_incl_startup": s["frames_out"] / wall,
+            "latency_ms_p50": lat["p50"], "latency_ms_p95": lat["p95"]}
+
+
+def run(args: argparse.Namespace) -> int:
+    res = {"source": args.source, "model": args.model}
+    res["single_process"] = single_process(args.source, args.model, args.frames)
+    res["multi_process"] = multi_process(args.source, args.model, args.frames)
+    res["speedup"] = res["multi_process"]["fps"] / res["single_process"]["fps"]
+    res["hops"] = {name: hop_cost(hw, args.hop_frames if name != "4K" else max(20, args.hop_frames // 4))
+                   for name, hw in SIZES.items()}
+    if args.json:
+        print(json.dumps(res, indent=2))
+        return 0
+    sp, mp_ = res["single_process"], res["multi_process"]
+    print(f"{args.model} on {args.source}, {sp['frames']} frames")
+    print(f"{'':<22} {'fps':>7} {'latency p50 ms':>15} {'p95 ms':>8}")
+    print(f"{'single-process loop':<22} {sp['fps']:7.1f} {sp['latency_ms_p50']:15.1f} {sp['latency_ms_p95']:8.1f}")
+    print(f"{'pipeline (processes)':<22} {mp_['fps']:7.1f} {mp_['latency_ms_p50']:15.1f} {mp_['latency_ms_p95']:8.1f}")
+    print(f"pipeline / loop: {res['speedup']:.2f}x")
+    print(f"{'frame':<9} {'MB':>6} {'ZeroMQ hop ms':>14} {'memcpy ms':>10} {'ratio':>6}")
+    for name, h in res["hops"].items():
+        print(f"{name:<9} {h['bytes'] / 2**20:6.1f} {h['hop_ms']:14.3f} {h['memcpy_ms']:10.3f} {h['ratio']:6.2f}")
+    return 0
