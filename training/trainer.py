@@ -220,15 +220,21 @@ class Trainer:
 
     # -- data ----------------------------------------------------------------------------------
 
+    MIN_BATCHES_PER_EPOCH = 20
+
     def _epoch_indices(self, epoch: int) -> list[int]:
-        g = torch.Generator().manual_seed(self.cfg.train.seed * 100003 + epoch)
-        perm = torch.randperm(len(self.dataset), generator=g).tolist()
+        """This rank's sample order for an epoch: a seeded permutation; tiny datasets chain
+        several permutations so that an epoch has at least MIN_BATCHES_PER_EPOCH batches (a
+        DataLoader with workers is started once per epoch, which must not be once per step)."""
         bs = self.cfg.optim.batch_size
-        per_rank = len(perm) // self.world
-        n_batches = max(1, per_rank // bs)
+        n = len(self.dataset)
+        reps = max(1, -(-self.MIN_BATCHES_PER_EPOCH * bs * self.world // n))
+        perm: list[int] = []
+        for r in range(reps):
+            g = torch.Generator().manual_seed((self.cfg.train.seed * 100003 + epoch) * 101 + r)
+            perm += torch.randperm(n, generator=g).tolist()
         mine = perm[self.rank::self.world]
-        if len(mine) < n_batches * bs:  # tiny datasets: repeat to fill one batch
-            mine = (mine * (n_batches * bs // max(1, len(mine)) + 1))
+        n_batches = max(1, len(mine) // bs)
         return mine[: n_batches * bs]
 
     def _loader(self, indices: list[int]):
