@@ -15,7 +15,7 @@ from .fields import DecoderConfig, Poses, decode
 from .preprocess import Letterbox, letterbox
 from .skeleton import get_skeleton
 
-__all__ = ["Predictor", "flip_outputs", "normalise"]
+__all__ = ["Predictor", "Prediction", "flip_outputs", "normalise", "torch_runner"]
 
 
 def normalise(image_rgb: np.ndarray, mean, std) -> torch.Tensor:
@@ -55,54 +55,74 @@ class Prediction:
     record: Letterbox
 
 
+def torch_runner(model, device: str = "cpu", half: bool = False):
+    """A PoseNet as a runner: (1, 3, H, W) float32 ndarray -> tuple of output ndarrays."""
+    model = model.eval().to(device)
+    if half:
+        model = model.half()
+
+    @torch.no_grad()
+    def run(x: np.ndarray):
+        t = torch.from_numpy(x).to(device)
+        return tuple(o.float().cpu().numpy() for o in model(t.half() if half else t))
+
+    return run
+
+
 class Predictor:
-    """Runs a PoseNet (PyTorch) on images.
+    """Image -> people with any network runner (PyTorch, ONNX Runtime).
 
     Args:
-        model: a PoseNet in eval mode.
-        meta: its metadata (checkpoint ``meta``); input size, mean/std, stride, skeleton.
+        run: ``(1, 3, H, W) float32 ndarray -> (heatmaps, pafs)`` raw network outputs as ndarrays.
+        meta: the model's metadata (checkpoint or ONNX ``meta``): input size, mean/std, stride,
+            skeleton, background, heatmap activation.
         decoder: decoder settings.
         input_size: long side of the network input (default: meta["input_size"]).
-        flip: average with the prediction for the mirrored image (flip test).
-        device: torch device.
+        flip: average with the outputs for the mirrored image (flip test).
         heatmap_activation: "identity" or "sigmoid" (models trained with a focal loss on logits);
             default from meta.
     """
 
-    def __init__(self, model, meta: dict, decoder: DecoderConfig | None = None, input_size: int | None = None,
-                 flip: bool = False, device: str = "cpu", heatmap_activation: str | None = None) -> None:
-        self.model = model.eval().to(device)
+    def __init__(self, run, meta: dict, decoder: DecoderConfig | None = None, input_size: int | None = None,
+                 flip: bool = False, heatmap_activation: str | None = None) -> None:
+        self.run = run
         self.meta = meta
         self.decoder = decoder or DecoderConfig()
         self.input_size = int(input_size or meta["input_size"])
         self.flip = flip
-        self.device = device
         self.skeleton = get_skeleton(meta["skeleton"])
         self.activation = heatmap_activation or meta.get("heatmap_activation", "identity")
         if self.activation not in ("identity", "sigmoid"):
             raise ValueError(f"unknown heatmap activation {self.activation!r}")
+        self.mean = np.asarray(meta["mean"], np.float32) * 255.0
+        self.inv_std = 1.0 / (np.asarray(meta["std"], np.float32) * 255.0)
 
-    @torch.no_grad()
-    def forward(self, x: torch.Tensor):
-        out = self.model(x.to(self.device))
-        heat, paf = out[0], (out[1] if len(out) > 1 else None)
-        if self.activation == "sigmoid":
-            heat = torch.sigmoid(heat)
+    @classmethod
+    def from_model(cls, model, meta: dict, device: str = "cpu", **kw) -> "Predictor":
+        return cls(torch_runner(model, device), meta, **kw)
+
+    def _act(self, heat: np.ndarray) -> np.ndarray:
+        return 1.0 / (1.0 + np.exp(-heat)) if self.activation == "sigmoid" else heat
+
+    def forward(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """(1, 3, H, W) normalised input -> (heatmaps, pafs) of the image, activation applied."""
+        out = self.run(x)
+        heat, paf = self._act(out[0]), (out[1] if len(out) > 1 else None)
         if self.flip:
-            out_f = self.model(x.flip(-1).to(self.device))
-            hf = torch.sigmoid(out_f[0]) if self.activation == "sigmoid" else out_f[0]
-            hf, pf = flip_outputs(hf, out_f[1] if len(out_f) > 1 else None, self.skeleton, self.meta["background"])
-            heat = (heat + hf) / 2
-            paf = None if paf is None else (paf + pf) / 2
+            out_f = self.run(np.ascontiguousarray(x[..., ::-1]))
+            hf, pf = flip_outputs(torch.from_numpy(self._act(out_f[0])),
+                                  torch.from_numpy(out_f[1]) if len(out_f) > 1 else None,
+                                  self.skeleton, bool(self.meta["background"]))
+            heat = (heat + hf.numpy()) / 2
+            paf = None if paf is None else (paf + pf.numpy()) / 2
         return heat, paf
 
     def __call__(self, image_rgb: np.ndarray) -> Prediction:
-        """(H, W, 3) uint8 RGB -> people in image pixels."""
+        """(H, W, 3) uint8 RGB -> people in image pixels (keypoints not found: (0, 0, 0))."""
         img, rec = letterbox(image_rgb, self.input_size, multiple=int(self.meta.get("input_multiple", 32)))
-        x = normalise(img, self.meta["mean"], self.meta["std"])
-        heat, paf = self.forward(x)
-        heat_np = heat[0].float().cpu().numpy()
-        paf_np = paf[0].float().cpu().numpy()
-        poses = decode(heat_np, paf_np, int(self.meta["stride"]), self.decoder, self.skeleton)
+        x = ((img.astype(np.float32) - self.mean) * self.inv_std).transpose(2, 0, 1)[None]
+        heat, paf = self.forward(np.ascontiguousarray(x))
+        poses = decode(heat[0], paf[0], int(self.meta["stride"]), self.decoder, self.skeleton)
         kps = rec.to_image(poses.keypoints).astype(np.float32)
+        kps[poses.keypoints[..., 2] <= 0] = 0.0
         return Prediction(Poses(kps, poses.scores), rec)

@@ -92,27 +92,20 @@ def load_network(cfg: InferConfig):
             raise ValueError(f"{spec}: the torch backend needs a checkpoint or model name, not an ONNX file")
         import torch
 
+        from models.predictor import torch_runner
+
         dev = cfg.device if cfg.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
-        model = model.to(dev)
         half = cfg.fp16 and dev == "cuda"
-        if half:
-            model = model.half()
-
-        @torch.no_grad()
-        def run(x: np.ndarray):
-            t = torch.from_numpy(x).to(dev)
-            out = model(t.half() if half else t)
-            return tuple(o.float().cpu().numpy() for o in out)
-
+        run = torch_runner(model, dev, half)
         return run, meta, f"{desc}, PyTorch on {dev}{' fp16' if half else ''}"
     import onnxruntime as ort
 
     if model is not None:  # export once, cache by content
         h = hashlib.sha1(repr(sorted(meta.items())).encode())
         for v in model.state_dict().values():
-            h.update(v.detach().cpu().numpy().tobytes()[:4096])
+            h.update(v.detach().cpu().numpy().tobytes())
         onnx_path = _cache_dir(cfg) / f"{meta['arch']}-{h.hexdigest()[:16]}.onnx"
         if not onnx_path.is_file():
             export_onnx(model, onnx_path, meta=meta)
@@ -133,37 +126,21 @@ class InferenceStage:
 
     def __init__(self, config: InferConfig) -> None:
         self.cfg = config
-        self.run = None
+        self.predictor = None
 
     def open(self) -> None:
         from models.fields import DecoderConfig
-        from models.skeleton import get_skeleton
+        from models.predictor import Predictor
 
-        self.run, self.meta, self.description = load_network(self.cfg)
-        self.decoder = DecoderConfig.from_dict(self.cfg.decoder)
-        self.skeleton = get_skeleton(self.meta["skeleton"])
-        self.size = int(self.cfg.input_size or self.meta["input_size"])
-        self.sigmoid = self.meta.get("heatmap_activation") == "sigmoid"
-        self.mean = np.asarray(self.meta["mean"], np.float32) * 255.0
-        self.inv_std = 1.0 / (np.asarray(self.meta["std"], np.float32) * 255.0)
-        LOG.info("inference: %s, input %d", self.description, self.size)
+        run, self.meta, self.description = load_network(self.cfg)
+        self.predictor = Predictor(run, self.meta, DecoderConfig.from_dict(self.cfg.decoder), self.cfg.input_size)
+        LOG.info("inference: %s, input %d", self.description, self.predictor.input_size)
 
     def process(self, frame: Frame) -> Frame:
-        from models.fields import decode
-        from models.preprocess import letterbox
-
         if frame.eos or frame.image is None:
             return frame
-        img, rec = letterbox(frame.image, self.size, multiple=int(self.meta.get("input_multiple", 32)))
-        x = ((img.astype(np.float32) - self.mean) * self.inv_std).transpose(2, 0, 1)[None]
-        out = self.run(np.ascontiguousarray(x))
-        heat = out[0][0]
-        if self.sigmoid:
-            heat = 1.0 / (1.0 + np.exp(-heat))
-        poses = decode(heat, out[1][0], int(self.meta["stride"]), self.decoder, self.skeleton)
-        kps = rec.to_image(poses.keypoints).astype(np.float32)
-        kps[poses.keypoints[..., 2] <= 0] = 0.0
-        frame.people = People(kps, poses.scores, np.full(len(poses.scores), -1, np.int64))
+        poses = self.predictor(frame.image).poses
+        frame.people = People(poses.keypoints, poses.scores, np.full(len(poses.scores), -1, np.int64))
         if self.cfg.slow_ms:
             time.sleep(self.cfg.slow_ms / 1000.0)
         return frame
@@ -172,4 +149,4 @@ class InferenceStage:
         pass
 
     def close(self) -> None:
-        self.run = None
+        self.predictor = None

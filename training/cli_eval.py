@@ -67,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
         return 0
     from .evaluation.evaluate import evaluate_coco
 
-    predictor = Predictor(model, meta, dec, input_size=args.size, flip=args.flip, device=device)
+    predictor = Predictor.from_model(model, meta, device, decoder=dec, input_size=args.size, flip=args.flip)
     results = args.results or str(Path(args.checkpoint).with_suffix("")) + "_results.json"
     try:
         stats = evaluate_coco(predictor, args.data, args.images, results_out=results)

@@ -309,8 +309,8 @@ class Trainer:
         from .evaluation.evaluate import evaluate_coco
 
         e = self.cfg.eval
-        pred = Predictor(self.model, self.meta, DecoderConfig.from_dict(e.decoder),
-                         input_size=e.input_size or self.cfg.data.input_size, flip=e.flip, device=str(self.device))
+        pred = Predictor.from_model(self.model, self.meta, str(self.device), decoder=DecoderConfig.from_dict(e.decoder),
+                                    input_size=e.input_size or self.cfg.data.input_size, flip=e.flip)
         stats = evaluate_coco(pred, self.cfg.data.val["ann"], self.cfg.data.val["images"], progress=self.progress)
         self.model.train()
         return stats
