@@ -53,14 +53,9 @@ class PipelineConfig:
 
     @classmethod
     def from_dict(cls, d: dict | None) -> "PipelineConfig":
-        from dataclasses import fields
+        from models.config import from_section
 
-        d = dict(d or {})
-        known = {f.name for f in fields(cls)}
-        for k in d:
-            if k not in known:
-                raise ValueError(f"unknown pipeline option {k!r}; known: {', '.join(sorted(known))}")
-        return cls(**d)
+        return from_section(cls, d, "pipeline option")
 
 
 def _is_live(spec: str) -> bool:

@@ -10,13 +10,14 @@ from __future__ import annotations
 import logging
 import math
 from collections import deque
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 
 import cv2
 import numpy as np
 
 from models.skeleton import Skeleton, get_skeleton
 from stream.messages import Frame, People, now_ns
+from models.config import from_section
 
 __all__ = ["draw_people", "draw_hud", "default_thickness", "RenderConfig", "RenderStage"]
 
@@ -175,12 +176,7 @@ class RenderConfig:
     @classmethod
     def from_dict(cls, d: dict | None) -> "RenderConfig":
         """Build from a config section; an unknown key is an error that names it."""
-        d = dict(d or {})
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ValueError(f"unknown render option {unknown[0]!r}; known: {', '.join(sorted(known))}")
-        return cls(**d)
+        return from_section(cls, d, "render option")
 
 
 class RenderStage:

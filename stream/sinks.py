@@ -20,7 +20,7 @@ import logging
 import math
 import numbers
 import os
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 
@@ -30,6 +30,7 @@ import numpy as np
 
 from stream.cli import UserError
 from stream.messages import Frame
+from models.config import from_section
 
 __all__ = ["Mp4Writer", "JsonlWriter", "SinkConfig", "SinkStage", "WindowSink", "source_path"]
 
@@ -283,12 +284,7 @@ class SinkConfig:
     @classmethod
     def from_dict(cls, d: dict | None) -> "SinkConfig":
         """Build from a config section; an unknown key is an error that names it."""
-        d = dict(d or {})
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ValueError(f"unknown sink option {unknown[0]!r}; known: {', '.join(sorted(known))}")
-        return cls(**d)
+        return from_section(cls, d, "sink option")
 
 
 class _Recording:

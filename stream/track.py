@@ -44,7 +44,6 @@ Rules (the choices this module makes):
 """
 from __future__ import annotations
 
-import dataclasses
 import logging
 import math
 from dataclasses import dataclass, field
@@ -56,6 +55,7 @@ from scipy.optimize import linear_sum_assignment
 
 from models.skeleton import get_skeleton
 from stream.messages import Frame, now_ns
+from models.config import from_section
 
 __all__ = ["OneEuroFilter", "oks_matrix", "oks_distance", "TrackerConfig", "Tracker", "TrackStage"]
 
@@ -226,12 +226,7 @@ class TrackerConfig:
     @classmethod
     def from_dict(cls, d: dict | None) -> "TrackerConfig":
         """Build from a config section; an unknown key is an error that names it."""
-        d = dict(d or {})
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ValueError(f"unknown tracker option {unknown[0]!r}; known: {', '.join(sorted(known))}")
-        return cls(**d)
+        return from_section(cls, d, "tracker option")
 
 
 @dataclass(eq=False)

@@ -41,11 +41,12 @@ channel is not a joint: its loss is always added in full (times ``background_wei
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Callable
 
 import torch
 from torch.nn import functional as F
+from models.config import from_section
 
 __all__ = ["LossConfig", "PoseLoss", "heatmap_activation", "heatmap_pixel_loss", "masked_l2"]
 
@@ -104,12 +105,7 @@ class LossConfig:
     @classmethod
     def from_dict(cls, d: dict | None) -> "LossConfig":
         """Build from a config section; an unknown key is an error that names it."""
-        d = dict(d or {})
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ValueError(f"unknown loss option {unknown[0]!r}; known: {', '.join(sorted(known))}")
-        return cls(**d)
+        return from_section(cls, d, "loss option")
 
 
 def heatmap_activation(config: LossConfig) -> Callable[[torch.Tensor], torch.Tensor]:

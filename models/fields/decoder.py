@@ -28,7 +28,7 @@ Steps 2-5 run as Numba kernels (``_numba.py``); ``_reference.py`` is the same al
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import NamedTuple
 
 import cv2
@@ -36,6 +36,7 @@ import numpy as np
 
 from ..skeleton import COCO_17, Skeleton
 from . import _numba, _reference
+from ..config import from_section
 
 __all__ = ["DecoderConfig", "Poses", "decode", "group", "upsample", "IMPLEMENTATIONS"]
 
@@ -70,12 +71,7 @@ class DecoderConfig:
     @classmethod
     def from_dict(cls, d: dict | None) -> "DecoderConfig":
         """Build from a config section; an unknown key is an error that names it."""
-        d = dict(d or {})
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ValueError(f"unknown decoder option {unknown[0]!r}; known: {', '.join(sorted(known))}")
-        return cls(**d)
+        return from_section(cls, d, "decoder option")
 
 
 class Poses(NamedTuple):

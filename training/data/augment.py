@@ -11,7 +11,6 @@ becomes the right wrist.
 """
 from __future__ import annotations
 
-import dataclasses
 import logging
 import math
 from dataclasses import dataclass
@@ -20,6 +19,7 @@ import cv2
 import numpy as np
 
 from models.skeleton import COCO_17, Skeleton
+from models.config import from_section
 
 __all__ = ["AugmentConfig", "AffineRecord", "random_affine", "eval_affine", "color_jitter", "affine_matrix"]
 
@@ -77,12 +77,7 @@ class AugmentConfig:
     @classmethod
     def from_dict(cls, d: dict | None) -> AugmentConfig:
         """Build from a config section; an unknown key is an error that names it."""
-        d = dict(d or {})
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ValueError(f"unknown augment config key {unknown[0]!r}; known: {', '.join(sorted(known))}")
-        return cls(**d)
+        return from_section(cls, d, "augment config key")
 
     @property
     def jitters_colour(self) -> bool:
