@@ -5,6 +5,13 @@ timings). On a ZeroMQ socket it is a multipart message: part 0 a small JSON head
 timestamp, shapes, dtypes, timings), then one raw buffer per array (image pixels, keypoints,
 scores, track ids), sent without copies where ZeroMQ allows. Arrays are rebuilt with
 ``np.frombuffer`` on the received buffers (no copy).
+
+A link may carry the image out of band instead (:mod:`stream.transport`'s shared-memory ring):
+``encode(frame, image_ref={...})`` then leaves the pixels out of the message and writes the
+reference (plus the image's shape and dtype) into the header as ``"image_ref"``; ``decode`` hands
+that reference to its ``resolve_image`` callback, which returns the array. A message with an
+``image_ref`` cannot be decoded without one (``ValueError``), so a frame never silently loses its
+image.
 """
 from __future__ import annotations
 
@@ -16,7 +23,7 @@ import numpy as np
 
 __all__ = ["Frame", "People", "encode", "decode", "now_ns", "WIRE_VERSION"]
 
-WIRE_VERSION = 1
+WIRE_VERSION = 2  # 2: optional out-of-band "image_ref" (shared-memory ring)
 
 
 def now_ns() -> int:
@@ -80,11 +87,20 @@ def _array_meta(a: np.ndarray) -> dict:
     return {"shape": list(a.shape), "dtype": a.dtype.str}
 
 
-def encode(frame: Frame) -> list:
-    """Frame -> multipart parts: [header JSON bytes, buffers...] (buffers are not copied)."""
+def encode(frame: Frame, image_ref: dict | None = None) -> list:
+    """Frame -> multipart parts: [header JSON bytes, buffers...] (buffers are not copied).
+
+    ``image_ref``: the image travels out of band (already written where the reference says, e.g.
+    a shared-memory slot); the header carries ``image_ref`` plus the image's shape and dtype, and
+    no image buffer is sent.
+    """
     arrays: list[tuple[str, np.ndarray]] = []
+    ref = None
     if frame.image is not None:
-        arrays.append(("image", np.ascontiguousarray(frame.image)))
+        if image_ref is None:
+            arrays.append(("image", np.ascontiguousarray(frame.image)))
+        else:
+            ref = {**image_ref, **_array_meta(frame.image)}
     if frame.people is not None:
         arrays += [("keypoints", np.ascontiguousarray(frame.people.keypoints, np.float32)),
                    ("scores", np.ascontiguousarray(frame.people.scores, np.float32)),
@@ -93,6 +109,8 @@ def encode(frame: Frame) -> list:
               "t_capture_ns": frame.t_capture_ns, "epoch": frame.epoch, "pts": frame.pts,
               "timings": frame.timings, "info": frame.info, "eos": frame.eos,
               "arrays": [[name, _array_meta(a)] for name, a in arrays]}
+    if ref is not None:
+        header["image_ref"] = ref
     return [json.dumps(header, separators=(",", ":")).encode()] + [_raw(a) for _, a in arrays]
 
 
@@ -101,8 +119,12 @@ def _raw(a: np.ndarray):
     return memoryview(a.reshape(-1).view(np.uint8)) if a.size else b""
 
 
-def decode(parts: list) -> Frame:
-    """Multipart parts (bytes or zmq.Frame) -> Frame. Raises ValueError on a malformed message."""
+def decode(parts: list, resolve_image=None) -> Frame:
+    """Multipart parts (bytes or zmq.Frame) -> Frame. Raises ValueError on a malformed message.
+
+    ``resolve_image(ref) -> np.ndarray`` rebuilds an out-of-band image from the header's
+    ``image_ref`` (a dict with at least ``shape`` and ``dtype``); required when there is one.
+    """
     try:
         header = json.loads(bytes(parts[0]))
     except (ValueError, IndexError) as e:
@@ -117,6 +139,13 @@ def decode(parts: list) -> Frame:
         buf = part.buffer if hasattr(part, "buffer") else part
         a = np.frombuffer(buf, dtype=np.dtype(meta["dtype"]))
         arrays[name] = a.reshape(meta["shape"])
+    ref = header.get("image_ref")
+    if ref is not None:
+        if resolve_image is None:
+            raise ValueError("frame image is out of band (shared memory); receive it with stream.transport.Receiver")
+        if "image" in arrays:
+            raise ValueError("frame has both an inline image and an image_ref")
+        arrays["image"] = resolve_image(ref)
     people = None
     if "keypoints" in arrays:
         people = People(arrays["keypoints"], arrays["scores"], arrays["track_ids"])

@@ -17,7 +17,6 @@ from __future__ import annotations
 import json
 import logging
 import multiprocessing as mp
-import shutil
 import signal
 import sys
 import time
@@ -27,7 +26,7 @@ import zmq
 
 from .messages import Frame, now_ns
 from .runner import StageSpec, capture_main, stage_main
-from .transport import Sender, ipc_address, private_folder
+from .transport import Sender, ipc_address, private_folder, remove_private_folder
 
 LOG = logging.getLogger(__name__)
 
@@ -131,7 +130,7 @@ class Pipeline:
             self._drain(status)
             status.close()
             ctx.term()
-            shutil.rmtree(folder, ignore_errors=True)
+            remove_private_folder(folder)  # sockets, and shared-memory rings a killed stage left
         summary = self._summary(time.monotonic() - t_start, failed)
         if self.cfg.summary:
             from pathlib import Path

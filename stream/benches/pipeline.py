@@ -6,9 +6,12 @@ one ZeroMQ hop against a plain memory copy of the same frame — side by side, i
    the default model (``lite``, ONNX Runtime): ``posestream run``'s processes (capture, infer,
    track, output; no files written) and the same stages called one after the other in one
    process. fps and capture-to-output latency.
-2. One hop: a frame sent from this process to a child process over ``ipc://`` (multipart, no
-   pickle, ``copy=False``), throughput per frame, for 640x480, 1920x1080 and 3840x2160 RGB
-   frames, against ``np.copyto`` of the same bytes in one process.
+2. One hop: a frame sent from this process to a child process over ``ipc://`` as the pipeline
+   sends it (:mod:`stream.transport`: the image copied once into the sender's shared-memory
+   ring, only the header through ZeroMQ; the receiver gets a view of the slot), throughput per
+   frame, for 640x480, 1920x1080 and 3840x2160 RGB frames, against ``np.copyto`` of the same
+   bytes in one process — and, for comparison, the plain ZeroMQ multipart hop (image bytes
+   inline, ``copy=False``; what ``tcp://`` links still do).
 
   posestream bench pipeline
   posestream bench pipeline --json
@@ -33,56 +36,84 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true")
 
 
-def _sink(addr: str, n: int, ack: str) -> None:
+def _sink(addrs: list, n: int, ack: str) -> None:
+    """Child process: for each address in turn, receive ``n`` frames with the pipeline's
+    :class:`~stream.transport.Receiver` (what a stage does) and say so on ``ack``."""
     import zmq
 
+    from stream.transport import Receiver
+
     ctx = zmq.Context()
-    rx = ctx.socket(zmq.PULL)
-    rx.bind(addr)
     done = ctx.socket(zmq.PUSH)
     done.connect(ack)
-    from stream.messages import decode
-
-    for _ in range(n):
-        f = decode(rx.recv_multipart(copy=False))
-        assert f.image is not None
-    done.send(b"ok")
-    rx.close()
+    for addr in addrs:
+        rx = Receiver(ctx, addr, "lossless")
+        done.send(b"bound")
+        f = None
+        for _ in range(n):
+            f = rx.recv()
+            assert f.image is not None and f.image.shape[2] == 3
+        del f
+        done.send(b"ok")
+        rx.close()
     done.close()
     ctx.term()
+
+
+def _hop(ctx, addr: str, done, img: np.ndarray, n: int, warm: int, shm: bool) -> tuple[float, bool]:
+    """Seconds per frame over ``n`` frames sent back to back (after ``warm`` frames), lossless."""
+    from stream.messages import Frame, now_ns
+    from stream.transport import Sender
+
+    assert done.recv() == b"bound"
+    tx = Sender(ctx, addr, "lossless", shm=shm)
+    f = Frame(source_id=0, frame_id=0, t_capture_ns=now_ns(), image=img)
+
+    def send(i):
+        f.frame_id = i
+        tx.send(f)
+
+    for i in range(warm):  # connection set-up, ring creation and mapping, first allocations
+        send(i)
+    time.sleep(0.5)
+    t0 = time.perf_counter()
+    for i in range(warm, warm + n):
+        send(i)
+    assert done.recv() == b"ok"
+    dt = (time.perf_counter() - t0) / n
+    used_shm = tx.sent_shm == warm + n
+    tx.close()
+    return dt, used_shm
 
 
 def hop_cost(hw: tuple[int, int], n: int) -> dict:
+    """One hop, as the pipeline does it (:class:`~stream.transport.Sender` -> ``Receiver`` in
+    another process over ``ipc://``, lossless: the shared-memory ring), and the plain ZeroMQ
+    multipart hop (inline buffers, ``copy=False``, what links did before the ring and still do
+    for ``tcp://``), side by side with ``np.copyto`` of the same frame, in one run."""
     import zmq
 
-    from stream.messages import Frame, encode, now_ns
-    from stream.transport import ipc_address, private_folder
+    from stream.transport import ipc_address, private_folder, remove_private_folder
 
     folder = private_folder()
-    addr, ack = ipc_address(folder, "hop"), ipc_address(folder, "ack")
+    addrs, ack = [ipc_address(folder, "shm"), ipc_address(folder, "zmq")], ipc_address(folder, "ack")
     ctx = zmq.Context()
     done = ctx.socket(zmq.PULL)
     done.bind(ack)
-    p = mp.get_context("spawn").Process(target=_sink, args=(addr, n + 5, ack))
+    warm = 5
+    p = mp.get_context("spawn").Process(target=_sink, args=(addrs, n + warm, ack))
     p.start()
-    tx = ctx.socket(zmq.PUSH)
-    tx.setsockopt(zmq.SNDHWM, 4)
-    tx.connect(addr)
     img = np.random.default_rng(0).integers(0, 255, (*hw, 3), dtype=np.uint8)
-    f = Frame(source_id=0, frame_id=0, t_capture_ns=now_ns(), image=img)
-    for _ in range(5):  # connection set-up, first allocations
-        tx.send_multipart(encode(f), copy=False)
-    time.sleep(0.5)
-    t0 = time.perf_counter()
-    for i in range(n):
-        f.frame_id = i
-        tx.send_multipart(encode(f), copy=False)
-    done.recv()
-    hop = (time.perf_counter() - t0) / n
-    p.join()
-    tx.close()
-    done.close()
-    ctx.term()
+    try:
+        hop, used_shm = _hop(ctx, addrs[0], done, img, n, warm, shm=True)
+        zhop, _ = _hop(ctx, addrs[1], done, img, n, warm, shm=False)
+        p.join()
+    finally:
+        if p.is_alive():
+            p.kill()
+        done.close()
+        ctx.term()
+        remove_private_folder(folder)
     dst = np.empty_like(img)
     ts = []
     for _ in range(max(20, n // 4)):
@@ -90,7 +121,8 @@ def hop_cost(hw: tuple[int, int], n: int) -> dict:
         np.copyto(dst, img)
         ts.append(time.perf_counter() - t)
     mem = float(np.median(ts))
-    return {"bytes": int(img.nbytes), "hop_ms": hop * 1e3, "memcpy_ms": mem * 1e3, "ratio": hop / mem}
+    return {"bytes": int(img.nbytes), "hop_ms": hop * 1e3, "memcpy_ms": mem * 1e3, "ratio": hop / mem,
+            "shared_memory": used_shm, "zmq_hop_ms": zhop * 1e3, "zmq_ratio": zhop / mem}
 
 
 def single_process(source: str, model: str, frames: int) -> dict:
@@ -175,7 +207,10 @@ def run(args: argparse.Namespace) -> int:
     print(f"{'single-process loop':<22} {sp['fps']:7.1f} {sp['latency_ms_p50']:15.1f} {sp['latency_ms_p95']:8.1f}")
     print(f"{'pipeline (processes)':<22} {mp_['fps']:7.1f} {mp_['latency_ms_p50']:15.1f} {mp_['latency_ms_p95']:8.1f}")
     print(f"pipeline / loop: {res['speedup']:.2f}x")
-    print(f"{'frame':<9} {'MB':>6} {'ZeroMQ hop ms':>14} {'memcpy ms':>10} {'ratio':>6}")
+    print(f"{'frame':<9} {'MB':>6} {'hop ms':>8} {'memcpy ms':>10} {'ratio':>6} {'ZeroMQ-only hop ms':>19} {'ratio':>6}")
     for name, h in res["hops"].items():
-        print(f"{name:<9} {h['bytes'] / 2**20:6.1f} {h['hop_ms']:14.3f} {h['memcpy_ms']:10.3f} {h['ratio']:6.2f}")
+        print(f"{name:<9} {h['bytes'] / 2**20:6.1f} {h['hop_ms']:8.3f} {h['memcpy_ms']:10.3f} {h['ratio']:6.2f} "
+              f"{h['zmq_hop_ms']:19.3f} {h['zmq_ratio']:6.2f}")
+    if not all(h["shared_memory"] for h in res["hops"].values()):
+        print("(shared memory unavailable here: the hop went inline through ZeroMQ)")
     return 0
