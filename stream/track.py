@@ -2,7 +2,7 @@
 
 Association follows the usual top-down tracker recipe: every live track predicts where its pose
 is now (constant velocity from its last two observations), the cost between a track and a
-detection is ``1 - OKS`` (COCO's keypoint similarity, the same sigmas evaluation uses), and the
+detection is ``1 - OKS`` (COCO's keypoint similarity with its sigmas widened by ``sigma_scale``), and the
 Hungarian method picks the cheapest assignment; pairs below ``min_oks`` are not matched. The
 tracker's API is norfair's: ``update(poses, t) -> tracks`` with the distance and the filter
 passed in, so either can be swapped without touching the bookkeeping.
@@ -195,6 +195,10 @@ class TrackerConfig:
             OKS distance: OKS >= min_oks).
         max_age_s: a confirmed track unmatched for longer than this (capture seconds) dies.
         min_hits: matches (the first detection included) before a track is confirmed and gets an id.
+        sigma_scale: the OKS sigmas are multiplied by this for association. COCO's sigmas measure
+            how well annotators agree on a still image; between frames a small person's keypoints
+            move and jitter by more than that (a 50-px-tall pedestrian: nose tolerance ~1.6 px), so
+            with the raw sigmas tracks of small people break every few frames.
         predict: predict each track's pose with constant velocity before matching.
         smoothing: One Euro smoothing of the keypoints (off: the raw keypoints come back).
         min_cutoff: One Euro cutoff at zero speed, Hz.
@@ -205,6 +209,7 @@ class TrackerConfig:
     min_oks: float = 0.3
     max_age_s: float = 1.0
     min_hits: int = 3
+    sigma_scale: float = 2.0
     predict: bool = True
     smoothing: bool = True
     min_cutoff: float = 1.0
@@ -214,6 +219,8 @@ class TrackerConfig:
     def __post_init__(self) -> None:
         if not 0.0 <= self.min_oks <= 1.0:
             raise ValueError(f"min_oks must be in [0, 1], got {self.min_oks}")
+        if not self.sigma_scale > 0:
+            raise ValueError(f"sigma_scale must be > 0, got {self.sigma_scale}")
         if self.max_age_s <= 0:
             raise ValueError(f"max_age_s must be > 0 s, got {self.max_age_s}")
         if int(self.min_hits) != self.min_hits or self.min_hits < 1:
@@ -272,8 +279,8 @@ class Tracker:
                  make_filter: Callable | None = None) -> None:
         self.config = config or TrackerConfig()
         self.sigmas = np.asarray(get_skeleton("coco17").sigmas if sigmas is None else sigmas, np.float64)
-        self.distance = distance or partial(oks_distance, sigmas=self.sigmas)
         c = self.config
+        self.distance = distance or partial(oks_distance, sigmas=self.sigmas * c.sigma_scale)
         self.make_filter = make_filter or partial(OneEuroFilter, c.min_cutoff, c.beta, c.d_cutoff)
         self._next_id = 0
         self._t0_ns: int | None = None
