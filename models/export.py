@@ -29,6 +29,10 @@ class ExportError(Exception):
     """Export failed or the exported graph does not match PyTorch."""
 
 
+# bumped when the exported graph changes for the same weights (caches of exports key on it)
+EXPORT_REVISION = 2  # 2: Pad -> Conv fusion
+
+
 def output_names(model) -> list[str]:
     return ["heatmaps", "pafs"] if model.with_pafs else ["heatmaps"]
 
@@ -59,12 +63,14 @@ def export_onnx(model, path: str | os.PathLike, input_hw: tuple[int, int] | None
         torch.onnx.export(model, (x,), str(tmp), dynamo=False, input_names=["image"], output_names=names,
                           dynamic_axes=axes, opset_version=opset, do_constant_folding=True)
     proto = onnx.load(str(tmp))
+    fused = fuse_pad_into_conv(proto)
     entry = proto.metadata_props.add()
     entry.key = META_KEY
     entry.value = json.dumps(meta if meta is not None else model.meta(), sort_keys=True)
     onnx.save(proto, str(tmp))
     os.replace(tmp, path)
-    report = {"path": str(path), "size_mb": path.stat().st_size / 2**20, "opset": opset, "outputs": names}
+    report = {"path": str(path), "size_mb": path.stat().st_size / 2**20, "opset": opset, "outputs": names,
+              "pads_fused": fused}
     if check:
         m = model.input_multiple
         check_hw = (h + m, w + 2 * m)  # another size than the traced one: the axes must be dynamic
@@ -73,6 +79,96 @@ def export_onnx(model, path: str | os.PathLike, input_hw: tuple[int, int] | None
             raise ExportError(f"{path}: ONNX Runtime differs from PyTorch by {report['max_abs_err']:.3g} "
                               f"(tolerance {report['tolerance']:.3g})")
     return report
+
+
+def _constant_value(graph, name: str):
+    """The value of tensor ``name`` when it depends on initializers and constants only, else None."""
+    from onnx import helper, numpy_helper
+    from onnx.reference import ReferenceEvaluator
+
+    inits = {i.name: i for i in graph.initializer}
+    if name in inits:
+        return numpy_helper.to_array(inits[name])
+    producer = {o: n for n in graph.node for o in n.output}
+    graph_inputs = {i.name for i in graph.input}
+    nodes, needed, todo = [], set(), [name]
+    while todo:
+        t = todo.pop()
+        if t in needed or t == "":
+            continue
+        needed.add(t)
+        if t in inits:
+            continue
+        if t in graph_inputs or t not in producer:
+            return None
+        n = producer[t]
+        if n not in nodes:
+            nodes.append(n)
+        todo.extend(n.input)
+    order = [n for n in graph.node if n in nodes]
+    sub = helper.make_graph(order, "pads", [], [helper.make_tensor_value_info(name, 0, None)],
+                            [inits[t] for t in needed if t in inits])
+    model = helper.make_model(sub, opset_imports=[helper.make_opsetid("", 17)])
+    return ReferenceEvaluator(model).run(None, {})[0]
+
+
+def fuse_pad_into_conv(proto) -> int:
+    """Fold ``Pad(constant 0, spatial only) -> Conv`` into the Conv's own (asymmetric) ``pads``.
+
+    PyTorch convolutions only pad symmetrically, so TF-"SAME" stride-2 layers (``movenet_paf``)
+    are a ``F.pad`` then a convolution; as separate ONNX nodes the Pad blocks ONNX Runtime's
+    blocked-layout (NCHWc) convolutions and adds layout reorders around every such layer.
+    Returns the number of Pad nodes removed (the export's parity check verifies the result)."""
+    from onnx import helper
+
+    g = proto.graph
+    consumers: dict[str, list] = {}
+    for n in g.node:
+        for i in n.input:
+            consumers.setdefault(i, []).append(n)
+    removed = []
+    for pad in [n for n in g.node if n.op_type == "Pad"]:
+        mode = next((helper.get_attribute_value(a) for a in pad.attribute if a.name == "mode"), b"constant")
+        users = consumers.get(pad.output[0], [])
+        if mode != b"constant" or len(users) != 1 or users[0].op_type != "Conv" or users[0].input[0] != pad.output[0]:
+            continue
+        if len(pad.input) > 2 and pad.input[2]:
+            value = _constant_value(g, pad.input[2])
+            if value is None or np.any(value != 0):
+                continue
+        pads = _constant_value(g, pad.input[1])
+        if pads is None or pads.size != 8 or np.any(pads < 0) or np.any(pads[[0, 1, 4, 5]] != 0):
+            continue
+        conv = users[0]
+        attrs = {a.name: helper.get_attribute_value(a) for a in conv.attribute}
+        if attrs.get("auto_pad", b"NOTSET") not in (b"NOTSET", "NOTSET"):
+            continue
+        old = list(attrs.get("pads", [0, 0, 0, 0]))
+        new = [old[0] + int(pads[2]), old[1] + int(pads[3]), old[2] + int(pads[6]), old[3] + int(pads[7])]
+        for a in list(conv.attribute):
+            if a.name == "pads":
+                conv.attribute.remove(a)
+        conv.attribute.append(helper.make_attribute("pads", new))
+        conv.input[0] = pad.input[0]
+        removed.append(pad)
+    if not removed:
+        return 0
+    for n in removed:
+        g.node.remove(n)
+    # drop what only fed the removed Pads (their pads computations)
+    live = {o.name for o in g.output}
+    keep = []
+    for n in reversed(list(g.node)):
+        if any(o in live for o in n.output):
+            keep.append(n)
+            live.update(i for i in n.input if i)
+    dead = [n for n in g.node if n not in keep]
+    for n in dead:
+        g.node.remove(n)
+    used = {i for n in g.node for i in n.input}
+    for init in [i for i in g.initializer if i.name not in used]:
+        g.initializer.remove(init)
+    return len(removed)
 
 
 def onnx_session(path: str | os.PathLike, providers: list[str] | None = None, threads: int | None = None):

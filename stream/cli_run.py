@@ -6,7 +6,7 @@ processed, stale ones are dropped and counted, so latency does not build up. Fil
 use "lossless": every frame reaches the outputs, in order. Ctrl-C stops capture and finishes the
 frames in flight; the recording is always finalised and playable.
 
-  posestream run --source ../shared/data/videos/vtest.avi --record out/demo.mp4 --jsonl out/demo.jsonl
+  posestream run --source data/vtest.avi --record out/demo.mp4 --jsonl out/demo.jsonl
   posestream run --source 0 --show
   posestream run --source rtsp://127.0.0.1:8554/cam --source rtsp://127.0.0.1:8554/cam2 --record out/cams.mp4
 
@@ -24,7 +24,9 @@ from pathlib import Path
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--source", action="append", required=True,
                    help="video file, image folder/glob, webcam index (0) or rtsp:// URL; repeat for several")
-    p.add_argument("--model", default=None, help="checkpoint (.pt), ONNX file or registered model name")
+    p.add_argument("--model", default=None,
+                   help="checkpoint (.pt), ONNX file or registered model name (random weights, for tests); "
+                        "default: the shipped trained model, models/weights/movenet_paf.pt")
     p.add_argument("--backend", choices=("auto", "onnxruntime", "torch"), default=None)
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default=None)
     p.add_argument("--fp16", action="store_true", help="half precision (PyTorch on CUDA)")
@@ -117,7 +119,14 @@ def _validate(cfg) -> None:
         if not Path(s).exists():
             raise ValueError(f"{s}: file not found")
     m = cfg.infer.get("model")
-    if m and (m.endswith((".pt", ".pth", ".onnx"))) and not Path(m).is_file():
+    if m in (None, "default"):
+        from models.shipped import shipped_checkpoint
+
+        try:
+            shipped_checkpoint()
+        except FileNotFoundError as e:
+            raise ValueError(str(e)) from None
+    elif (m.endswith((".pt", ".pth", ".onnx"))) and not Path(m).is_file():
         raise ValueError(f"{m}: model file not found")
 
 

@@ -27,13 +27,13 @@ __all__ = ["InferConfig", "InferenceStage", "load_network"]
 class InferConfig:
     """Inference settings (YAML section ``infer``).
 
-    model: a registered model name (random weights: for tests until a trained model ships), a
-        posestream checkpoint (.pt) or an ONNX export (.onnx).
+    model: ``default`` (the shipped, trained ``models/weights/movenet_paf.pt``), a posestream
+        checkpoint (.pt), an ONNX export (.onnx) or a registered model name (random weights: tests).
     backend: auto (ONNX Runtime when available), onnxruntime or torch.
     device: auto, cpu or cuda.
     """
 
-    model: str = "lite"
+    model: str = "default"
     backend: str = "auto"
     device: str = "auto"
     fp16: bool = False
@@ -63,8 +63,10 @@ def load_network(cfg: InferConfig):
     from models.export import export_onnx, onnx_session, read_onnx_meta
     from models.registry import build_model, list_models
 
+    from models.shipped import DEFAULT_MODEL, shipped_checkpoint
+
     spec = cfg.model
-    path = Path(spec)
+    path = shipped_checkpoint() if spec == DEFAULT_MODEL else Path(spec)
     random_init = False
     if path.suffix == ".onnx":
         if not path.is_file():
@@ -103,7 +105,9 @@ def load_network(cfg: InferConfig):
     import onnxruntime as ort
 
     if model is not None:  # export once, cache by content
-        h = hashlib.sha1(repr(sorted(meta.items())).encode())
+        from models.export import EXPORT_REVISION
+
+        h = hashlib.sha1(repr((EXPORT_REVISION, sorted(meta.items()))).encode())
         for v in model.state_dict().values():
             h.update(v.detach().cpu().numpy().tobytes())
         onnx_path = _cache_dir(cfg) / f"{meta['arch']}-{h.hexdigest()[:16]}.onnx"

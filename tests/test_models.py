@@ -10,7 +10,7 @@ from models.registry import build_model, list_models
 
 ALL = list_models()
 # exported in the default run; the others (25-60 M parameters, 100-230 MB graphs) only with -m slow
-FAST_EXPORT = {"lite"}
+FAST_EXPORT = {"lite", "movenet_paf"}
 
 
 def small_input(model, batch=1, seed=0):

@@ -50,6 +50,7 @@ class ModelSection:
     name: str = "lite"
     kwargs: dict = field(default_factory=dict)
     init: str | None = None  # a posestream checkpoint to start from (fine-tuning)
+    pretrained: str | None = None  # a folder of external weights for model.load_pretrained (e.g. MoveNet's)
 
 
 @dataclass
@@ -74,6 +75,8 @@ class OptimSection:
     schedule: str = "cosine"                     # cosine | constant
     grad_clip: float = 5.0
     freeze_backbone_steps: int = 0
+    unfreeze_warmup_steps: int = 0               # backbone LR ramps up over this many steps after unfreezing
+    frozen: list = field(default_factory=list)   # parameter-name prefixes never trained (e.g. backbone.stem.)
 
 
 @dataclass
@@ -87,6 +90,7 @@ class TrainSection:
     ckpt_every: int = 100
     image_every: int = 200
     device: str | None = None                    # default: cuda if available
+    channels_last: bool = False                  # NHWC activations (CPU: ~1.8x faster depthwise convs)
 
 
 @dataclass

@@ -109,6 +109,18 @@ def _lr_factor(step: int, warmup: int, total: int, schedule: str) -> float:
     return 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
+def _backbone_lr_factor(step: int, freeze: int, unfreeze_warmup: int, warmup: int, total: int,
+                        schedule: str) -> float:
+    """The backbone's LR factor: 0 while frozen, then a linear ramp over ``unfreeze_warmup`` steps
+    (a backbone without BatchNorm collapses under a sudden AdamW step), times the common schedule."""
+    base = _lr_factor(step, warmup, total, schedule)
+    if step < freeze:
+        return 0.0
+    if unfreeze_warmup > 0 and step < freeze + unfreeze_warmup:
+        return base * (step - freeze + 1) / unfreeze_warmup
+    return base
+
+
 class Trainer:
     """Trains ``cfg.model`` on ``cfg.data`` with ``cfg.loss`` (see ``configs/``)."""
 
@@ -130,9 +142,17 @@ class Trainer:
         self._seed_everything(cfg.train.seed + self.rank)
 
         model = build_model(cfg.model.name, **cfg.model.kwargs)
+        if cfg.model.pretrained:
+            if not hasattr(model, "load_pretrained"):
+                raise ValueError(f"model.pretrained: {cfg.model.name} has no external pretrained weights to load")
+            loaded = model.load_pretrained(cfg.model.pretrained)
+            if self.main:
+                LOG.info("pretrained from %s: %s", cfg.model.pretrained, ", ".join(loaded))
         if cfg.model.init:
             load_weights_into(model, cfg.model.init)
         self.model = model.to(self.device)
+        self.memory_format = torch.channels_last if cfg.train.channels_last else torch.contiguous_format
+        self.model.to(memory_format=self.memory_format)
         self.meta = {**model.meta(), "input_size": cfg.data.input_size}
         self.loss_cfg = LossConfig.from_dict(cfg.loss)
         self.loss_fn = PoseLoss(self.loss_cfg, background=model.background)
@@ -143,6 +163,11 @@ class Trainer:
         self.dataset = build_train_dataset(cfg, self.meta, train=True)
         self.stage_strides = list(self.meta["stage_strides"])
 
+        self._frozen = tuple(str(f) for f in cfg.optim.frozen)
+        names = {n for n, _ in model.named_parameters()}
+        for f in self._frozen:
+            if not any(n.startswith(f) for n in names):
+                raise ValueError(f"optim.frozen: no parameter of {cfg.model.name} starts with {f!r}")
         backbone = [p for n, p in model.named_parameters() if n.startswith("backbone.")]
         rest = [p for n, p in model.named_parameters() if not n.startswith("backbone.")]
         o = cfg.optim
@@ -154,8 +179,11 @@ class Trainer:
         for g in self.optimizer.param_groups:
             g["initial_lr"] = g["lr"]
         total = cfg.train.max_steps
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, lambda s: _lr_factor(s, o.warmup_steps, total, o.schedule))
+        factors = [lambda s: _lr_factor(s, o.warmup_steps, total, o.schedule)]
+        if backbone:
+            factors.append(lambda s: _backbone_lr_factor(s, o.freeze_backbone_steps, o.unfreeze_warmup_steps,
+                                                         o.warmup_steps, total, o.schedule))
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, factors)
         self.amp = bool(cfg.train.amp and self.device.type == "cuda")
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
         self.net = self.model
@@ -257,11 +285,13 @@ class Trainer:
         self.net.train()
         freeze = self.step < self.cfg.optim.freeze_backbone_steps
         for n, p in self.model.named_parameters():
-            if n.startswith("backbone."):
+            if n.startswith(self._frozen):
+                p.requires_grad_(False)
+            elif n.startswith("backbone."):
                 p.requires_grad_(not freeze)
         batch = self._to_device(batch)
         with torch.autocast(self.device.type, enabled=self.amp):
-            outputs = self.net(batch["image"])
+            outputs = self.net(batch["image"].contiguous(memory_format=self.memory_format))
         outputs = [tuple(t.float() for t in o) for o in outputs]
         loss, parts = self.loss_fn(outputs, batch["targets"], self.stage_strides)
         self.optimizer.zero_grad(set_to_none=True)
@@ -317,7 +347,7 @@ class Trainer:
 
     def _save_model(self, name: str, metrics: dict | None) -> Path:
         return save_checkpoint(self.out / name, self.model, recipe=self.cfg.to_dict(), metrics=metrics or {},
-                               meta_update={"input_size": self.cfg.data.input_size,
+                               meta_update={"input_size": self.cfg.eval.input_size or self.cfg.data.input_size,
                                             "heatmap_activation": self.activation_name})
 
     def _plot(self) -> None:
@@ -375,7 +405,7 @@ class Trainer:
         bar = tqdm(total=t.max_steps, initial=self.step, desc=f"train {self.cfg.model.name}", unit="step",
                    disable=not self.progress, dynamic_ncols=True)
         last_eval = None
-        t0 = time.time()
+        t0, step0 = time.time(), self.step
         while self.step < t.max_steps and (stop_at is None or self.step < stop_at):
             indices = self._epoch_indices(self.epoch)
             self.dataset.set_epoch(self.epoch)
@@ -395,7 +425,7 @@ class Trainer:
                             w.add_scalar(f"train/{k}", v, self.step)
                         for g in self.optimizer.param_groups:
                             w.add_scalar(f"lr/{g['name']}", g["lr"], self.step)
-                        w.add_scalar("train/images_per_s", self.step * self.cfg.optim.batch_size * self.world
+                        w.add_scalar("train/images_per_s", (self.step - step0) * self.cfg.optim.batch_size * self.world
                                      / max(1e-9, time.time() - t0), self.step)
                         self.history["step"].append(self.step)
                         self.history["loss"].append(loss)

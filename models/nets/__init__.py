@@ -1,3 +1,3 @@
 """Registered networks. Importing this package registers every architecture."""
-from . import cmu, lite  # noqa: F401
+from . import cmu, lite, movenet  # noqa: F401
 from . import hourglass  # noqa: F401
