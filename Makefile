@@ -17,14 +17,22 @@ $(STAMP): setup.cfg pyproject.toml Makefile
 
 install: $(STAMP)
 
-# The main job: the pipeline on a clip with people, writing an annotated MP4, keypoints (JSONL)
-# and the metrics summary. SOURCE= picks another input (file, folder, rtsp:// URL, webcam index).
-SOURCE ?= ../shared/data/videos/vtest.avi
-demo: $(STAMP)
+# The main job: the pipeline with the shipped model (models/weights/movenet_paf.pt) on a clip with
+# people, writing an annotated MP4, keypoints (JSONL) and the metrics summary. The default clip is
+# OpenCV's vtest.avi, fetched once from Debian's opencv-doc package into data/ (apt-get download +
+# dpkg -x). SOURCE= picks another input (file, image folder, rtsp:// URL, webcam index).
+DEMO_CLIP := data/vtest.avi
+SOURCE ?= $(DEMO_CLIP)
+
+$(DEMO_CLIP):
+	bash scripts/get-demo-clip.sh $@
+
+demo: $(STAMP) $(if $(filter $(DEMO_CLIP),$(SOURCE)),$(DEMO_CLIP))
 	@mkdir -p out
 	$(BIN)/posestream run --source $(SOURCE) --record out/demo.mp4 --jsonl out/demo.jsonl --summary out/demo-summary.json
-	@echo "wrote out/demo.mp4, out/demo.jsonl and out/demo-summary.json"
-	@echo "(no trained model ships yet: the skeletons come from a randomly initialised 'lite')"
+	@echo "demo: annotated video   $(CURDIR)/out/demo.mp4"
+	@echo "demo: keypoints (JSONL) $(CURDIR)/out/demo.jsonl"
+	@echo "demo: metrics summary   $(CURDIR)/out/demo-summary.json"
 
 live: $(STAMP)
 	$(BIN)/posestream run --source 0 --show
@@ -47,4 +55,4 @@ bench: $(STAMP)
 	$(BIN)/posestream bench pipeline
 
 clean:
-	rm -rf $(VENV) out build *.egg-info
+	rm -rf $(VENV) out build *.egg-info data

@@ -163,8 +163,9 @@ def test_live_policy_keeps_latency_bounded_under_slow_inference(tmp_path):
     # a 10 fps camera-paced file, inference slowed to ~150 ms/frame: lossless would fall further
     # behind every frame (latency growing to ~8 s over 80 frames); live must drop and stay bounded
     clip = make_clip(tmp_path / "c80.mp4", 80)
+    # the small random `lite`: this is about flow control, the 150 ms are the inference time
     r = posestream("run", "--source", str(clip), "--realtime", "--policy", "live", "--infer-delay-ms", "150",
-                   "--jsonl", str(tmp_path / "l.jsonl"), *FAST, timeout=300)
+                   "--model", "lite", "--jsonl", str(tmp_path / "l.jsonl"), *FAST, timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]
     s = summary_of(r.stdout)
     assert s["policy"] == "live" and s["frames_dropped"] > 20
