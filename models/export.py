@@ -34,6 +34,8 @@ EXPORT_REVISION = 2  # 2: Pad -> Conv fusion
 
 
 def output_names(model) -> list[str]:
+    if getattr(model, "output_names", None):  # a network with other outputs (the bench's reference)
+        return list(model.output_names)
     return ["heatmaps", "pafs"] if model.with_pafs else ["heatmaps"]
 
 

@@ -154,3 +154,25 @@ def test_onnx_export_folds_the_same_padding_into_the_convolutions(tmp_path):
     assert not [n for n in graph.node if n.op_type == "Pad"]
     pads = sorted(tuple(a.ints) for n in graph.node if n.op_type == "Conv" for a in n.attribute if a.name == "pads")
     assert pads.count((0, 0, 1, 1)) == 5
+
+
+def test_original_movenet_heads_match_the_tfjs_reference(tmp_path):
+    """The bench's timing reference is MoveNet as published: its six heads reproduce the spec's
+    head logits, and it exports to ONNX with one output per head."""
+    from models.export import export_onnx, onnx_session
+    from models.nets.movenet import MOVENET_HEADS, MoveNetOriginal
+
+    model = MoveNetOriginal().eval()
+    model.load_pretrained(INIT)
+    x = torch.from_numpy(np.load(PARITY / "input_0.npy"))
+    with torch.no_grad():
+        outs = model(x)
+    for (name, n), out in zip(MOVENET_HEADS.items(), outs):
+        expected = np.load(PARITY / f"expected_0_head_{name}.npy")
+        assert out.shape == expected.shape == (1, n, 64, 64), name
+        assert np.abs(out.numpy() - expected).max() <= TOLERANCE * np.abs(expected).max(), name
+    report = export_onnx(model, tmp_path / "ref.onnx", input_hw=(128, 128), check=False)
+    got = onnx_session(tmp_path / "ref.onnx").run(None, {"image": x.numpy()})
+    assert report["outputs"] == list(MOVENET_HEADS) and report["pads_fused"] == 5
+    for a, b in zip(got, outs):
+        assert np.abs(a - b.numpy()).max() <= TOLERANCE * max(1.0, float(b.abs().max()))

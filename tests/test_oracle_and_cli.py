@@ -53,3 +53,26 @@ def test_bench_oracle_json_and_bad_input(shared_data, tmp_path):
     assert missing.stderr.strip().count("\n") == 0 and "not found" in missing.stderr and "nope.json" in missing.stderr
     bad = posestream("bench", "oracle", "--ann", ann, "--settings", "320x4")
     assert bad.returncode == 2 and "SIZE:STRIDE" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_bench_models_separate_workers_json_and_bad_input():
+    out = posestream("bench", "models", "--models", "lite", "--sizes", "64x96", "--repeats", "2", "--blocks", "2",
+                     "--threads", "1", "--json")
+    assert out.returncode == 0, out.stderr
+    res = json.loads(out.stdout)
+    assert res["threads"] == 1 and res["repeats"] == 2 and res["blocks"] == 2
+    row = res["models"]["lite@64x96"]
+    assert row["input"] == [64, 96]
+    # one median per block and backend; the overall median lies within the blocks' range
+    for key in ("torch_cpu", "ort_cpu", "reference_ort_cpu"):  # the MoveNet reference runs in the same rotation
+        blocks = row[f"{key}_blocks_ms"]
+        assert len(blocks) == 2 and all(b > 0 for b in blocks)
+    assert row["speedup_ort"] == pytest.approx(row["torch_cpu_ms"] / row["ort_cpu_ms"])
+    assert row["ort_vs_reference"] == pytest.approx(row["ort_cpu_ms"] / row["reference_ort_cpu_ms"])
+    bad = posestream("bench", "models", "--models", "lite", "--sizes", "3x")
+    assert bad.returncode == 2 and "bad size '3x'" in bad.stderr and "Traceback" not in bad.stderr
+    odd = posestream("bench", "models", "--models", "movenet_paf", "--sizes", "72")
+    assert odd.returncode == 2 and "movenet_paf: input 72x72 is not a multiple of 32" in odd.stderr
+    assert "Traceback" not in odd.stderr
+    unknown = posestream("bench", "models", "--models", "nope")
+    assert unknown.returncode == 2 and "unknown model 'nope'" in unknown.stderr

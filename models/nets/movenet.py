@@ -36,7 +36,7 @@ from torch.nn import functional as F
 from ..registry import register_model
 from .base import PoseNet
 
-__all__ = ["MoveNetBackbone", "MoveNetPAF", "load_npz_state", "movenet_paf"]
+__all__ = ["MOVENET_HEADS", "MoveNetBackbone", "MoveNetOriginal", "MoveNetPAF", "load_npz_state", "movenet_paf"]
 
 # (expand ratio, out channels, stride) of blocks 0..16 (SPEC.md §3); block 0 has no expand conv.
 _BLOCKS = [(1, 24, 1), (6, 40, 2), (6, 40, 1), (6, 48, 2), (6, 48, 1), (6, 48, 1), (6, 96, 2), (6, 96, 1),
@@ -172,6 +172,40 @@ class _HeatHead(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.out(F.relu(self.pw(self.dw(x))))
+
+
+# MoveNet MultiPose's own heads on P2 and their output channels (SPEC.md §8)
+MOVENET_HEADS = {"center": 1, "kpt_heatmap": 17, "kpt_regress": 34, "kpt_offset": 34, "box_scale": 2, "box_offset": 2}
+
+
+class MoveNetOriginal(nn.Module):
+    """MoveNet MultiPose Lightning as Google published it: backbone + FPN + its six CenterNet-style
+    heads on P2 (SPEC.md §8), without the in-graph decoding. Not a posestream model (no PAFs): it
+    is the **timing reference** of ``posestream bench models`` — ../shared/NOTES.md measured this
+    network at 13.0 ms at 320² (ONNX Runtime, 2 threads), so timing both side by side tells how
+    fast this machine is now compared with that one.
+    """
+
+    input_size = 320
+    input_multiple = 32
+    output_names = list(MOVENET_HEADS)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.backbone = MoveNetBackbone()
+        self.heads = nn.ModuleDict({name: _HeatHead(24, n) for name, n in MOVENET_HEADS.items()})
+
+    def load_pretrained(self, init_dir: str | Path) -> None:
+        d = Path(init_dir)
+        self.backbone.load_state_dict(load_npz_state(d / "movenet_multipose_backbone.npz"), strict=True)
+        self.heads.load_state_dict(load_npz_state(d / "movenet_multipose_heads.npz", "heads."), strict=True)
+
+    def meta(self) -> dict:
+        return {"arch": "movenet_multipose_original", "input_size": self.input_size}
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        p2 = self.backbone(x)
+        return tuple(head(p2) for head in self.heads.values())
 
 
 def _sep_bn_relu(cin: int, cout: int, k: int) -> nn.Sequential:
