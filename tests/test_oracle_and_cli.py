@@ -55,11 +55,14 @@ def test_bench_oracle_json_and_bad_input(shared_data, tmp_path):
     assert bad.returncode == 2 and "SIZE:STRIDE" in bad.stderr and "Traceback" not in bad.stderr
 
 
-def test_bench_models_separate_workers_json_and_bad_input():
+def test_bench_models_separate_workers_json_and_bad_input(tmp_path):
+    png = tmp_path / "bench.png"
     out = posestream("bench", "models", "--models", "lite", "--sizes", "64x96", "--repeats", "2", "--blocks", "2",
-                     "--threads", "1", "--json")
+                     "--threads", "1", "--json", "--plot", str(png))
     assert out.returncode == 0, out.stderr
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and f"plot: {png}" in out.stderr
     res = json.loads(out.stdout)
+    assert "_calls_ms" not in res["models"]["lite@64x96"]
     assert res["threads"] == 1 and res["repeats"] == 2 and res["blocks"] == 2
     row = res["models"]["lite@64x96"]
     assert row["input"] == [64, 96]

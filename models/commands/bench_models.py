@@ -16,6 +16,7 @@ machine is checked as a ratio to it (../shared/NOTES.md: 13.0 ms at 320², 2 thr
   posestream bench models
   posestream bench models --models movenet_paf --sizes 320 288 320x256 --blocks 8 --repeats 10
   posestream bench models --models lite --json
+  posestream bench models --models movenet_paf --sizes 320 --blocks 12 --plot docs/bench_movenet_paf.png
 """
 from __future__ import annotations
 
@@ -23,8 +24,10 @@ import argparse
 import json
 import multiprocessing as mp
 import os
+import sys
 import tempfile
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -40,6 +43,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="blocks per backend, taken in turns (default: %(default)s); latency = median of all calls")
     p.add_argument("--threads", type=int, default=None, help="CPU threads for each backend (default: all cores)")
     p.add_argument("--no-reference", action="store_true", help="skip the MoveNet reference column")
+    p.add_argument("--plot", default=None, metavar="PNG",
+                   help="write a picture: per-block medians in run order and the latency histogram, per model")
     p.add_argument("--json", action="store_true")
 
 
@@ -162,6 +167,7 @@ def bench_model(name: str, hw: tuple[int, int], repeats: int, blocks: int, threa
                     w[1].send(repeats)
                     times[key] += _reply(w, key, name)
             for key, w in workers.items():
+                row.setdefault("_calls_ms", {})[key] = times[key]  # for --plot; not in the JSON
                 row[key] = float(np.median(times[key]))
                 row[key.replace("_ms", "_blocks_ms")] = [float(np.median(times[key][i:i + repeats]))
                                                          for i in range(0, len(times[key]), repeats)]
@@ -225,6 +231,44 @@ def run(args: argparse.Namespace) -> int:
                 print(f"{name:<26} {hw[0]:>4}x{hw[1]:<4} torch {r['torch_cpu_ms']:8.1f} ms  onnxruntime "
                       f"{r['ort_cpu_ms']:7.1f} ms  ({r['speedup_ort']:.1f}x){ref}  ort blocks [{blocks}]{extra}",
                       flush=True)
+    calls = {key: r.pop("_calls_ms") for key, r in res["models"].items()}
+    if args.plot:
+        print(f"plot: {plot_results(res, calls, args.plot)}", file=sys.stderr if args.json else sys.stdout)
     if args.json:
         print(json.dumps(res, indent=2))
     return 0
+
+
+LABELS = {"torch_cpu_ms": "PyTorch", "ort_cpu_ms": "ONNX Runtime", "reference_ort_cpu_ms": "MoveNet (reference), ORT"}
+COLORS = {"torch_cpu_ms": "C0", "ort_cpu_ms": "C1", "reference_ort_cpu_ms": "C2"}
+
+
+def plot_results(res: dict, calls: dict, path: str) -> str:
+    """One row per model: block medians in the order they ran (drift shows as a slope shared by
+    all backends) and the histogram of single-call latencies."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = list(res["models"])
+    fig, axes = plt.subplots(len(rows), 2, figsize=(11, 3.2 * len(rows)), squeeze=False)
+    for (ax_t, ax_h), key in zip(axes, rows):
+        r = res["models"][key]
+        for backend, times in calls[key].items():
+            blocks = r[backend.replace("_ms", "_blocks_ms")]
+            ax_t.plot(range(1, len(blocks) + 1), blocks, "o-", color=COLORS[backend],
+                      label=f"{LABELS[backend]} (median {r[backend]:.1f})")
+            if backend != "torch_cpu_ms":  # the ONNX Runtime pair; PyTorch is far off to the right
+                ax_h.hist(times, bins=30, alpha=0.6, color=COLORS[backend], label=LABELS[backend])
+        name = key if "@" in key else f"{key}@{r['input'][0]}x{r['input'][1]}"
+        ax_t.set(title=f"{name}: block medians in run order", xlabel="block", ylabel="ms")
+        ax_h.set(title=f"{name}: single ONNX Runtime calls", xlabel="ms", ylabel="calls")
+        ax_t.legend(fontsize=8)
+        ax_h.legend(fontsize=8)
+    fig.suptitle(f"posestream bench models: batch 1, {res['threads']} threads, {res['repeats']} calls per block")
+    fig.tight_layout()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path
