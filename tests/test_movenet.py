@@ -176,3 +176,20 @@ def test_original_movenet_heads_match_the_tfjs_reference(tmp_path):
     assert report["outputs"] == list(MOVENET_HEADS) and report["pads_fused"] == 5
     for a, b in zip(got, outs):
         assert np.abs(a - b.numpy()).max() <= TOLERANCE * max(1.0, float(b.abs().max()))
+
+
+def test_joint_relation_option_starts_as_identity_and_exports(tmp_path):
+    """movenet_paf(relation=...) refines the (frozen) heatmap logits from P2: an exact identity
+    before training, so it can sit on MoveNet's head; it exports with dynamic sizes."""
+    from models.export import export_onnx
+
+    torch.manual_seed(0)
+    with_jr = build_model("movenet_paf", relation={"dim": 32, "heads": 4, "stages": 1}).eval()
+    plain = build_model("movenet_paf").eval()
+    plain.load_state_dict({k: v for k, v in with_jr.state_dict().items() if not k.startswith("relation.")})
+    x = torch.randn(1, 3, 128, 160)
+    with torch.no_grad():
+        for a, b in zip(with_jr(x), plain(x)):
+            assert torch.equal(a, b)
+    report = export_onnx(with_jr, tmp_path / "jr.onnx", input_hw=(96, 128))
+    assert report["max_abs_err"] <= report["tolerance"]

@@ -223,7 +223,7 @@ class MoveNetPAF(PoseNet):
     input_multiple = 32
 
     def __init__(self, skeleton: str = "coco17", paf_width: int = 128, paf_depth: int = 3, paf_kernel: int = 5,
-                 heat_width: int = 96) -> None:
+                 heat_width: int = 96, relation: dict | None = None) -> None:
         super().__init__(skeleton=skeleton, background=False, with_pafs=True, mean=(0.5, 0.5, 0.5),
                          std=(0.5, 0.5, 0.5))
         self.backbone = MoveNetBackbone()
@@ -238,6 +238,13 @@ class MoveNetPAF(PoseNet):
         nn.init.zeros_(self.paf.bias)
         # focal-loss logits: start the heatmaps near p = 0.01 (overwritten by a MoveNet head init)
         nn.init.constant_(self.heat.out.bias, -4.6)
+        # optional joint-relation refinement of the heatmap logits from P2 (joint_relation.py; an exact
+        # identity at initialisation, so it trains on top of a frozen heatmap head)
+        self.relation = None
+        if relation is not None:
+            from .joint_relation import JointRelationModule
+
+            self.relation = JointRelationModule(24, self.num_heatmaps, **relation)
 
     def load_pretrained(self, init_dir: str | Path) -> list[str]:
         """Load MoveNet's backbone + FPN (strict) and, when the skeleton is COCO-17 and the file is
@@ -253,7 +260,10 @@ class MoveNetPAF(PoseNet):
 
     def forward_stages(self, x: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
         p2 = self.backbone(x)
-        return [(self.heat(p2), self.paf(self.paf_trunk(p2)))]
+        heat = self.heat(p2)
+        if self.relation is not None:
+            heat = self.relation(p2, heat)
+        return [(heat, self.paf(self.paf_trunk(p2)))]
 
 
 @register_model
