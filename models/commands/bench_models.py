@@ -172,7 +172,8 @@ def bench_model(name: str, hw: tuple[int, int], repeats: int, blocks: int, threa
                 row[key.replace("_ms", "_blocks_ms")] = [float(np.median(times[key][i:i + repeats]))
                                                          for i in range(0, len(times[key]), repeats)]
                 w[1].send("stop")
-                row.update(_reply(w, key, name))
+                prefix = "reference_" if key.startswith("reference_") else ""  # its CUDA time, too
+                row.update({prefix + k: v for k, v in _reply(w, key, name).items()})
                 w[0].join(timeout=30)
         finally:
             for proc, _ in workers.values():
