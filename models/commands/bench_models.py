@@ -1,10 +1,10 @@
 """Benchmark every model's forward pass: PyTorch and ONNX Runtime side by side, one run.
 
 Per model, batch 1, float32: median latency of PyTorch eager (CPU) and of ONNX Runtime (CPU
-provider) on the same input. Each backend runs in **its own worker process**, and the two take
-turns in blocks of calls, so that machine noise hits both alike while neither sees the other's
-thread pool: in one process, ONNX Runtime calls interleaved with PyTorch calls measured 30–40 %
-slower than ONNX Runtime alone. On a CUDA machine the PyTorch worker also times CUDA float32 and
+provider) on the same input. Each backend runs in **its own worker process**, and the workers take
+turns in blocks of calls, so that machine noise hits all alike while none sees another's thread
+pool: in one process, ONNX Runtime calls interleaved with PyTorch calls measured 1.3–2x slower
+than ONNX Runtime alone. On a CUDA machine the PyTorch worker also times CUDA float32 and
 float16, and the ONNX Runtime worker the CUDA provider when ``onnxruntime-gpu`` is installed.
 Warm-up calls are excluded; random weights (speed does not depend on them).
 
