@@ -62,6 +62,15 @@ def parse_size(text: str) -> tuple[int, int]:
     return hw
 
 
+def _send(conn, obj) -> None:
+    """Messages between the bench and its workers are JSON (numbers, lists, strings), not pickles."""
+    conn.send_bytes(json.dumps(obj).encode())
+
+
+def _recv(conn):
+    return json.loads(conn.recv_bytes())
+
+
 def _timed(fn, n: int) -> list[float]:
     ts = []
     for _ in range(n):
@@ -82,9 +91,9 @@ def _torch_worker(conn, name: str, hw: tuple[int, int], threads: int) -> None:
     x = torch.from_numpy(np.random.default_rng(0).standard_normal((1, 3, *hw), dtype=np.float32))
     with torch.no_grad():
         _timed(lambda: model(x), WARMUP)
-        conn.send("ready")
-        while (msg := conn.recv()) != "stop":
-            conn.send(_timed(lambda: model(x), msg))
+        _send(conn, "ready")
+        while (msg := _recv(conn)) != "stop":
+            _send(conn, _timed(lambda: model(x), msg))
         extra = {}
         if torch.cuda.is_available():
             m, xc = model.cuda(), x.cuda()
@@ -98,7 +107,7 @@ def _torch_worker(conn, name: str, hw: tuple[int, int], threads: int) -> None:
             mh, xh = m.half(), xc.half()
             cuda_run(mh, xh)
             extra["torch_cuda_fp16_ms"] = float(np.median(_timed(lambda: cuda_run(mh, xh), 20)))
-    conn.send(extra)
+    _send(conn, extra)
 
 
 def _ort_worker(conn, path: str, hw: tuple[int, int], threads: int) -> None:
@@ -109,15 +118,15 @@ def _ort_worker(conn, path: str, hw: tuple[int, int], threads: int) -> None:
     sess = onnx_session(path, threads=threads)
     feed = {"image": np.random.default_rng(0).standard_normal((1, 3, *hw), dtype=np.float32)}
     _timed(lambda: sess.run(None, feed), WARMUP)
-    conn.send("ready")
-    while (msg := conn.recv()) != "stop":
-        conn.send(_timed(lambda: sess.run(None, feed), msg))
+    _send(conn, "ready")
+    while (msg := _recv(conn)) != "stop":
+        _send(conn, _timed(lambda: sess.run(None, feed), msg))
     extra = {}
     if "CUDAExecutionProvider" in ort.get_available_providers():
         gs = onnx_session(path, providers=["CUDAExecutionProvider"])
         gs.run(None, feed)
         extra["ort_cuda_ms"] = float(np.median(_timed(lambda: gs.run(None, feed), 20)))
-    conn.send(extra)
+    _send(conn, extra)
 
 
 def _reply(worker, key: str, name: str):
@@ -127,7 +136,7 @@ def _reply(worker, key: str, name: str):
         if not proc.is_alive():
             raise RuntimeError(f"{name}: the {key.removesuffix('_ms')} worker failed (exit code {proc.exitcode})")
     try:
-        return conn.recv()
+        return _recv(conn)
     except EOFError:
         raise RuntimeError(f"{name}: the {key.removesuffix('_ms')} worker failed") from None
 
@@ -164,14 +173,14 @@ def bench_model(name: str, hw: tuple[int, int], repeats: int, blocks: int, threa
             times: dict[str, list[float]] = {k: [] for k in workers}
             for _ in range(blocks):
                 for key, w in workers.items():  # one backend at a time; the others wait
-                    w[1].send(repeats)
+                    _send(w[1], repeats)
                     times[key] += _reply(w, key, name)
             for key, w in workers.items():
                 row.setdefault("_calls_ms", {})[key] = times[key]  # for --plot; not in the JSON
                 row[key] = float(np.median(times[key]))
                 row[key.replace("_ms", "_blocks_ms")] = [float(np.median(times[key][i:i + repeats]))
                                                          for i in range(0, len(times[key]), repeats)]
-                w[1].send("stop")
+                _send(w[1], "stop")
                 prefix = "reference_" if key.startswith("reference_") else ""  # its CUDA time, too
                 row.update({prefix + k: v for k, v in _reply(w, key, name).items()})
                 w[0].join(timeout=30)
