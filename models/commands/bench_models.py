@@ -80,6 +80,14 @@ def _timed(fn, n: int) -> list[float]:
     return ts
 
 
+def _serve(conn, fn) -> None:
+    """Warm up, say ready, then answer each block request (a call count) with its timings until 'stop'."""
+    _timed(fn, WARMUP)
+    _send(conn, "ready")
+    while (msg := _recv(conn)) != "stop":
+        _send(conn, _timed(fn, msg))
+
+
 def _torch_worker(conn, name: str, hw: tuple[int, int], threads: int) -> None:
     import torch
 
@@ -90,10 +98,7 @@ def _torch_worker(conn, name: str, hw: tuple[int, int], threads: int) -> None:
     model = build_model(name).eval()
     x = torch.from_numpy(np.random.default_rng(0).standard_normal((1, 3, *hw), dtype=np.float32))
     with torch.no_grad():
-        _timed(lambda: model(x), WARMUP)
-        _send(conn, "ready")
-        while (msg := _recv(conn)) != "stop":
-            _send(conn, _timed(lambda: model(x), msg))
+        _serve(conn, lambda: model(x))
         extra = {}
         if torch.cuda.is_available():
             m, xc = model.cuda(), x.cuda()
@@ -117,10 +122,7 @@ def _ort_worker(conn, path: str, hw: tuple[int, int], threads: int) -> None:
 
     sess = onnx_session(path, threads=threads)
     feed = {"image": np.random.default_rng(0).standard_normal((1, 3, *hw), dtype=np.float32)}
-    _timed(lambda: sess.run(None, feed), WARMUP)
-    _send(conn, "ready")
-    while (msg := _recv(conn)) != "stop":
-        _send(conn, _timed(lambda: sess.run(None, feed), msg))
+    _serve(conn, lambda: sess.run(None, feed))
     extra = {}
     if "CUDAExecutionProvider" in ort.get_available_providers():
         gs = onnx_session(path, providers=["CUDAExecutionProvider"])
@@ -142,7 +144,7 @@ def _reply(worker, key: str, name: str):
 
 
 def bench_model(name: str, hw: tuple[int, int], repeats: int, blocks: int, threads: int,
-                reference: bool = True) -> dict:
+                reference: bool = True, model=None) -> dict:
     """Median forward latency of one model at one input size, PyTorch and ONNX Runtime in turns
     (and the MoveNet reference with ONNX Runtime)."""
     from models.export import export_onnx
@@ -153,7 +155,7 @@ def bench_model(name: str, hw: tuple[int, int], repeats: int, blocks: int, threa
     row: dict = {"input": list(hw)}
     with tempfile.TemporaryDirectory() as d:
         path = os.path.join(d, f"{name}.onnx")
-        export_onnx(build_model(name).eval(), path, check=False)
+        export_onnx((model if model is not None else build_model(name)).eval(), path, check=False)
         jobs = [("torch_cpu_ms", _torch_worker, name), ("ort_cpu_ms", _ort_worker, path)]
         if reference:  # MoveNet's sides must be multiples of 32: the next ones up
             ref_hw = tuple(-(-v // 32) * 32 for v in hw)
@@ -230,7 +232,7 @@ def run(args: argparse.Namespace) -> int:
             key = name if sizes is None else f"{name}@{hw[0]}x{hw[1]}"
             try:
                 r = res["models"][key] = bench_model(name, hw, args.repeats, args.blocks, threads,
-                                                     not args.no_reference)
+                                                     not args.no_reference, model)
             except RuntimeError as e:
                 return fail("bench models", str(e))
             if not args.json:
