@@ -26,7 +26,7 @@ def register_model(fn: Callable) -> Callable:
 def _load() -> None:
     global _LOADED
     if not _LOADED:
-        importlib.import_module("models.nets")
+        importlib.import_module("posestream.models.nets")
         _LOADED = True
 
 

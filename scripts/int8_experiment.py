@@ -36,7 +36,7 @@ VARIANTS = {  # name: (weight type, reduce_range, which nodes to quantize)
 
 
 def _input(path: str) -> np.ndarray:
-    from models.preprocess import letterbox
+    from posestream.models.preprocess import letterbox
 
     img, _ = letterbox(cv2.cvtColor(cv2.imread(path), cv2.COLOR_BGR2RGB), 320, multiple=32)
     return ((img.astype(np.float32) - 127.5) / 127.5).transpose(2, 0, 1)[None].copy()
@@ -78,11 +78,11 @@ def main() -> int:
     p.add_argument("--out", default="runs/int8", help="where the quantized graphs go (default: %(default)s)")
     args = p.parse_args()
 
-    from models.checkpoint import load_checkpoint
-    from models.export import export_onnx, onnx_session
-    from models.predictor import Predictor
-    from models.shipped import shipped_checkpoint
-    from training.evaluation.evaluate import evaluate_coco
+    from posestream.models.checkpoint import load_checkpoint
+    from posestream.models.export import export_onnx, onnx_session
+    from posestream.models.predictor import Predictor
+    from posestream.models.shipped import shipped_checkpoint
+    from posestream.training.evaluation.evaluate import evaluate_coco
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -34,6 +34,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="posestream", description=__doc__.strip().splitlines()[0],
         epilog="Run `posestream COMMAND --help` for a command's options.")
+    from posestream import __version__
+
+    parser.add_argument("--version", action="version", version=f"posestream {__version__}")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv: debug)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     groups: dict[tuple[str, ...], argparse._SubParsersAction] = {(): sub}

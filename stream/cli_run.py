@@ -120,7 +120,7 @@ def _validate(cfg) -> None:
             raise ValueError(f"{s}: file not found")
     m = cfg.infer.get("model")
     if m in (None, "default"):
-        from models.shipped import shipped_checkpoint
+        from posestream.models.shipped import shipped_checkpoint
 
         try:
             shipped_checkpoint()

@@ -59,11 +59,11 @@ def _cache_dir(cfg: InferConfig) -> Path:
 
 def load_network(cfg: InferConfig):
     """-> (run(x: (1,3,H,W) float32 ndarray) -> (heatmaps, pafs) ndarrays, meta, description)."""
-    from models.checkpoint import load_checkpoint
-    from models.export import export_onnx, onnx_session, read_onnx_meta
-    from models.registry import build_model, list_models
+    from posestream.models.checkpoint import load_checkpoint
+    from posestream.models.export import export_onnx, onnx_session, read_onnx_meta
+    from posestream.models.registry import build_model, list_models
 
-    from models.shipped import DEFAULT_MODEL, shipped_checkpoint
+    from posestream.models.shipped import DEFAULT_MODEL, shipped_checkpoint
 
     spec = cfg.model
     path = shipped_checkpoint() if spec == DEFAULT_MODEL else Path(spec)
@@ -94,7 +94,7 @@ def load_network(cfg: InferConfig):
             raise ValueError(f"{spec}: the torch backend needs a checkpoint or model name, not an ONNX file")
         import torch
 
-        from models.predictor import torch_runner
+        from posestream.models.predictor import torch_runner
 
         dev = cfg.device if cfg.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
         if cfg.threads:
@@ -105,7 +105,7 @@ def load_network(cfg: InferConfig):
     import onnxruntime as ort
 
     if model is not None:  # export once, cache by content
-        from models.export import EXPORT_REVISION
+        from posestream.models.export import EXPORT_REVISION
 
         h = hashlib.sha1(repr((EXPORT_REVISION, sorted(meta.items()))).encode())
         for v in model.state_dict().values():
@@ -133,8 +133,8 @@ class InferenceStage:
         self.predictor = None
 
     def open(self) -> None:
-        from models.fields import DecoderConfig
-        from models.predictor import Predictor
+        from posestream.models.fields import DecoderConfig
+        from posestream.models.predictor import Predictor
 
         run, self.meta, self.description = load_network(self.cfg)
         self.predictor = Predictor(run, self.meta, DecoderConfig.from_dict(self.cfg.decoder), self.cfg.input_size)

@@ -52,7 +52,7 @@ class PipelineConfig:
 
     @classmethod
     def from_dict(cls, d: dict | None) -> "PipelineConfig":
-        from models.config import from_section
+        from posestream.models.config import from_section
 
         return from_section(cls, d, "pipeline option")
 
@@ -84,11 +84,11 @@ class Pipeline:
         a = {n: ipc_address(folder, n) for n in ("infer", "track", "output", "status")}
         n = len(self.cfg.sources)
         stages = [
-            StageSpec("output", "stream.output:OutputStage", {"render": self.cfg.render, "sink": self.cfg.sink},
+            StageSpec("output", "posestream.stream.output:OutputStage", {"render": self.cfg.render, "sink": self.cfg.sink},
                       a["output"], None, self.policy, n),
-            StageSpec("track", "stream.stages:track_stage", {"config": self.cfg.track}, a["track"], a["output"],
+            StageSpec("track", "posestream.stream.stages:track_stage", {"config": self.cfg.track}, a["track"], a["output"],
                       self.policy, n),
-            StageSpec("infer", "stream.stages:infer_stage", {"config": self.cfg.infer}, a["infer"], a["track"],
+            StageSpec("infer", "posestream.stream.stages:infer_stage", {"config": self.cfg.infer}, a["infer"], a["track"],
                       self.policy, n),
         ]
         return stages, a["status"]

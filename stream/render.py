@@ -15,9 +15,9 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from models.skeleton import Skeleton, get_skeleton
-from stream.messages import Frame, People, now_ns
-from models.config import from_section
+from posestream.models.skeleton import Skeleton, get_skeleton
+from posestream.stream.messages import Frame, People, now_ns
+from posestream.models.config import from_section
 
 __all__ = ["draw_people", "draw_hud", "default_thickness", "RenderConfig", "RenderStage"]
 

@@ -28,9 +28,9 @@ import av
 import cv2
 import numpy as np
 
-from stream.cli import UserError
-from stream.messages import Frame
-from models.config import from_section
+from posestream.stream.cli import UserError
+from posestream.stream.messages import Frame
+from posestream.models.config import from_section
 
 __all__ = ["Mp4Writer", "JsonlWriter", "SinkConfig", "SinkStage", "WindowSink", "source_path"]
 

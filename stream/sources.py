@@ -59,7 +59,7 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from stream.messages import Frame, now_ns
+from posestream.stream.messages import Frame, now_ns
 
 __all__ = ["SourceError", "Source", "open_source", "make_source", "source_kind", "FileConfig", "RtspConfig",
            "WebcamConfig", "ImageFolderConfig", "VideoFileSource", "RtspSource", "WebcamSource",

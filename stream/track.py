@@ -53,9 +53,9 @@ from typing import Callable
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
-from models.skeleton import get_skeleton
-from stream.messages import Frame, now_ns
-from models.config import from_section
+from posestream.models.skeleton import get_skeleton
+from posestream.stream.messages import Frame, now_ns
+from posestream.models.config import from_section
 
 __all__ = ["OneEuroFilter", "oks_matrix", "oks_distance", "TrackerConfig", "Tracker", "TrackStage"]
 

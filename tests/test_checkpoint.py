@@ -4,8 +4,8 @@ import sys
 import pytest
 import torch
 
-from models.checkpoint import CheckpointError, load_checkpoint, read_checkpoint, save_checkpoint
-from models.registry import build_model
+from posestream.models.checkpoint import CheckpointError, load_checkpoint, read_checkpoint, save_checkpoint
+from posestream.models.registry import build_model
 
 
 @pytest.fixture
@@ -79,7 +79,7 @@ def test_truncated_and_missing(tmp_path, lite_ckpt):
 
 
 def posestream(*args):
-    return subprocess.run([sys.executable, "-m", "stream.cli", *args], capture_output=True, text=True, timeout=300)
+    return subprocess.run([sys.executable, "-m", "posestream", *args], capture_output=True, text=True, timeout=300)
 
 
 def test_cli_export_checkpoint_and_errors(tmp_path, lite_ckpt):
@@ -87,7 +87,7 @@ def test_cli_export_checkpoint_and_errors(tmp_path, lite_ckpt):
     out = posestream("export", str(path), "--out", str(tmp_path / "m.onnx"))
     assert out.returncode == 0, out.stderr
     assert "max abs err" in out.stdout and (tmp_path / "m.onnx").is_file()
-    from models.export import read_onnx_meta
+    from posestream.models.export import read_onnx_meta
 
     meta = read_onnx_meta(tmp_path / "m.onnx")
     assert meta["arch_kwargs"] == {"width": 32} and meta["metrics"] == {"AP": 0.1}

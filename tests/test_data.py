@@ -10,8 +10,8 @@ import pytest
 import torch
 from pycocotools import mask as mask_utils
 
-from models.skeleton import COCO_17, MPII_16
-from training.data import (AugmentConfig, CocoKeypoints, ConcatKeypoints, MPIIKeypoints, PoseTrainDataset,
+from posestream.models.skeleton import COCO_17, MPII_16
+from posestream.training.data import (AugmentConfig, CocoKeypoints, ConcatKeypoints, MPIIKeypoints, PoseTrainDataset,
                            eval_affine, random_affine, training_mix_pairs)
 
 DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"

@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from models.fields import DecoderConfig, decode, encode, group, upsample
-from models.fields.synthetic import random_scene
+from posestream.models.fields import DecoderConfig, decode, encode, group, upsample
+from posestream.models.fields.synthetic import random_scene
 
 
 def noisy_fields(seed, n=12, size=(384, 384), stride=8, noise=0.15):

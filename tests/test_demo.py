@@ -52,7 +52,7 @@ def test_fetch_from_opencv_doc_gives_the_real_clip(tmp_path):
 
 
 def test_missing_shipped_model_is_one_line(monkeypatch, tmp_path):
-    import models.shipped as shipped
+    import posestream.models.shipped as shipped
 
     monkeypatch.setattr(shipped, "SHIPPED_CHECKPOINT", tmp_path / "weights" / "movenet_paf.pt")
     with pytest.raises(FileNotFoundError, match=r"movenet_paf\.pt: the shipped model is missing.*--model"):

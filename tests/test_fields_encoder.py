@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from models.fields import encode, encode_heatmaps, encode_mask, encode_pafs, grid_shape
-from models.skeleton import COCO_17
+from posestream.models.fields import encode, encode_heatmaps, encode_mask, encode_pafs, grid_shape
+from posestream.models.skeleton import COCO_17
 
 
 def one_person(x0=40.0, y0=20.0, scale=1.0):

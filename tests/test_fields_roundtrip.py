@@ -11,8 +11,8 @@ Gaussian cut by the border peaks at the edge cell and cannot be refined past it.
 import numpy as np
 import pytest
 
-from models.fields import DecoderConfig, decode, encode
-from models.fields.synthetic import random_scene
+from posestream.models.fields import DecoderConfig, decode, encode
+from posestream.models.fields.synthetic import random_scene
 from scene_match import assign_keypoints
 
 TOL_PX = 0.5
@@ -50,7 +50,7 @@ def test_roundtrip_recovers_every_visible_keypoint_without_merge_or_split(seed):
 
 def test_crossing_forearms_stay_with_their_owners():
     rng = np.random.default_rng(7)
-    from models.fields.synthetic import crossing_pair
+    from posestream.models.fields.synthetic import crossing_pair
 
     pts = crossing_pair(rng, 150.0, (200.0, 200.0))
     gt = np.concatenate([pts, np.full((2, 17, 1), 2.0)], axis=2)

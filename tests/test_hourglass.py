@@ -8,9 +8,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from models.nets.base import count_parameters
-from models.nets.hourglass import MultiScaleHourglass, StackedHourglass
-from models.registry import build_model, list_models
+from posestream.models.nets.base import count_parameters
+from posestream.models.nets.hourglass import MultiScaleHourglass, StackedHourglass
+from posestream.models.registry import build_model, list_models
 
 SMALL = {
     "stacked_hourglass": dict(num_stacks=2, features=32),

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from models.nets.joint_relation import JointRelationModule
+from posestream.models.nets.joint_relation import JointRelationModule
 
 C, K = 16, 5  # small sizes keep these tests fast; the ONNX test uses the real COCO sizes
 

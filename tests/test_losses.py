@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 
-from training.losses import LossConfig, PoseLoss, heatmap_activation, heatmap_pixel_loss
+from posestream.training.losses import LossConfig, PoseLoss, heatmap_activation, heatmap_pixel_loss
 
 # 17 distinct per-joint losses (a permutation of 1..17) for the OKHM examples
 JOINT_LOSSES = [5.0, 17.0, 2.0, 11.0, 8.0, 1.0, 14.0, 3.0, 16.0, 9.0, 6.0, 13.0, 4.0, 10.0, 15.0, 7.0, 12.0]

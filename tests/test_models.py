@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from models.nets.base import PoseNet
-from models.registry import build_model, list_models
+from posestream.models.nets.base import PoseNet
+from posestream.models.registry import build_model, list_models
 
 ALL = list_models()
 # exported in the default run; the others (25-60 M parameters, 100-230 MB graphs) only with -m slow
@@ -61,7 +61,7 @@ def test_forward_contract_and_gradients(name):
 
 @pytest.mark.parametrize("name", [n if n in FAST_EXPORT else pytest.param(n, marks=pytest.mark.slow) for n in ALL])
 def test_onnx_export_matches_pytorch(name, tmp_path):
-    from models.export import export_onnx, read_onnx_meta
+    from posestream.models.export import export_onnx, read_onnx_meta
 
     torch.manual_seed(0)
     model = build_model(name).eval()
@@ -73,7 +73,7 @@ def test_onnx_export_matches_pytorch(name, tmp_path):
 
 
 def test_se_block_hand_computed():
-    from models.nets.cmu import SEBlock
+    from posestream.models.nets.cmu import SEBlock
 
     se = SEBlock(8, reduction=8)  # W1: 1 x 8, W2: 8 x 1
     with torch.no_grad():

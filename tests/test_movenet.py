@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from models.nets.movenet import MoveNetBackbone, load_npz_state
-from models.registry import build_model
+from posestream.models.nets.movenet import MoveNetBackbone, load_npz_state
+from posestream.models.registry import build_model
 
 REPO = Path(__file__).resolve().parents[1]
 INIT = (REPO / ".." / "shared" / "data" / "init").resolve()
@@ -50,7 +50,7 @@ def test_heatmap_head_starts_as_movenets_keypoint_head(pretrained):
 def test_our_preprocessing_gives_the_graphs_input():
     """x = (rgb / 255 - mean) / std with mean = std = 0.5 is the spec's pixel * c - 1 (c the fp16-rounded
     1/127.5) up to 3.1e-5, the difference the spec allows."""
-    from models.predictor import normalise
+    from posestream.models.predictor import normalise
 
     model = build_model("movenet_paf")
     for i in (0, 1):
@@ -90,8 +90,8 @@ def test_stride2_layers_pad_bottom_right_like_tf_same():
 
 
 def test_recipe_freezes_the_stem_and_ramps_the_backbone_lr(tmp_path):
-    from training.config import TrainConfig
-    from training.trainer import Trainer, _backbone_lr_factor
+    from posestream.training.config import TrainConfig
+    from posestream.training.trainer import Trainer, _backbone_lr_factor
 
     data = (REPO / ".." / "shared" / "data" / "coco-mini").resolve()
     cfg = {"model": {"name": "movenet_paf", "pretrained": str(INIT)},
@@ -123,8 +123,8 @@ def test_recipe_freezes_the_stem_and_ramps_the_backbone_lr(tmp_path):
 
 
 def test_shipped_checkpoint_is_small_trained_and_loads():
-    from models.checkpoint import load_checkpoint, read_checkpoint
-    from models.shipped import SHIPPED_CHECKPOINT
+    from posestream.models.checkpoint import load_checkpoint, read_checkpoint
+    from posestream.models.shipped import SHIPPED_CHECKPOINT
 
     assert SHIPPED_CHECKPOINT.is_file(), "models/weights/movenet_paf.pt must ship with the repository"
     assert SHIPPED_CHECKPOINT.stat().st_size <= 15 * 2**20
@@ -144,7 +144,7 @@ def test_onnx_export_folds_the_same_padding_into_the_convolutions(tmp_path):
     its Conv's asymmetric pads (no Pad node left), and the parity check at another size passes."""
     import onnx
 
-    from models.export import export_onnx
+    from posestream.models.export import export_onnx
 
     torch.manual_seed(0)
     model = build_model("movenet_paf").eval()
@@ -159,8 +159,8 @@ def test_onnx_export_folds_the_same_padding_into_the_convolutions(tmp_path):
 def test_original_movenet_heads_match_the_tfjs_reference(tmp_path):
     """The bench's timing reference is MoveNet as published: its six heads reproduce the spec's
     head logits, and it exports to ONNX with one output per head."""
-    from models.export import export_onnx, onnx_session
-    from models.nets.movenet import MOVENET_HEADS, MoveNetOriginal
+    from posestream.models.export import export_onnx, onnx_session
+    from posestream.models.nets.movenet import MOVENET_HEADS, MoveNetOriginal
 
     model = MoveNetOriginal().eval()
     model.load_pretrained(INIT)
@@ -181,7 +181,7 @@ def test_original_movenet_heads_match_the_tfjs_reference(tmp_path):
 def test_joint_relation_option_starts_as_identity_and_exports(tmp_path):
     """movenet_paf(relation=...) refines the (frozen) heatmap logits from P2: an exact identity
     before training, so it can sit on MoveNet's head; it exports with dynamic sizes."""
-    from models.export import export_onnx
+    from posestream.models.export import export_onnx
 
     torch.manual_seed(0)
     with_jr = build_model("movenet_paf", relation={"dim": 32, "heads": 4, "stages": 1}).eval()

@@ -5,11 +5,11 @@ import sys
 
 import pytest
 
-from training.oracle import oracle_eval
+from posestream.training.oracle import oracle_eval
 
 
 def posestream(*args, timeout=300):
-    return subprocess.run([sys.executable, "-m", "stream.cli", *args], capture_output=True, text=True, timeout=timeout)
+    return subprocess.run([sys.executable, "-m", "posestream", *args], capture_output=True, text=True, timeout=timeout)
 
 
 def test_oracle_ap_on_real_coco_labels(shared_data):

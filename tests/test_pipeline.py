@@ -47,12 +47,12 @@ def clip40(tmp_path_factory):
 
 
 def posestream(*args, timeout=600, **kw):
-    return subprocess.run([sys.executable, "-m", "stream.cli", *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "posestream", *args], capture_output=True, text=True,
                           timeout=timeout, cwd=REPO, **kw)
 
 
 def start(*args):
-    return subprocess.Popen([sys.executable, "-m", "stream.cli", "-v", *args], stdout=subprocess.PIPE,
+    return subprocess.Popen([sys.executable, "-m", "posestream", "-v", *args], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, cwd=REPO)
 
 

@@ -5,10 +5,10 @@ import sys
 import numpy as np
 import torch
 
-from models.fields import encode
-from models.fields.synthetic import random_scene
-from models.predictor import flip_outputs
-from models.skeleton import COCO_17
+from posestream.models.fields import encode
+from posestream.models.fields.synthetic import random_scene
+from posestream.models.predictor import flip_outputs
+from posestream.models.skeleton import COCO_17
 
 
 def test_flip_outputs_maps_mirrored_fields_back():
@@ -25,13 +25,13 @@ def test_flip_outputs_maps_mirrored_fields_back():
 
 
 def test_eval_cli_on_real_coco_images(tmp_path, shared_data):
-    from models.checkpoint import save_checkpoint
-    from models.registry import build_model
+    from posestream.models.checkpoint import save_checkpoint
+    from posestream.models.registry import build_model
 
     torch.manual_seed(0)
     ckpt = save_checkpoint(tmp_path / "lite.pt", build_model("lite", width=16))
     ann = shared_data / "coco-mini/annotations/person_keypoints_val2017.json"
-    out = subprocess.run([sys.executable, "-m", "stream.cli", "eval", "--checkpoint", str(ckpt), "--data", str(ann),
+    out = subprocess.run([sys.executable, "-m", "posestream", "eval", "--checkpoint", str(ckpt), "--data", str(ann),
                           "--images", str(shared_data / "coco-mini/val2017"), "--size", "128", "--json"],
                          capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr
@@ -40,6 +40,6 @@ def test_eval_cli_on_real_coco_images(tmp_path, shared_data):
     assert 0.0 <= stats["AP"] <= 1.0 and set(stats["per_joint_recall"]) == set(COCO_17.keypoints)
     results = json.loads(open(stats["results_json"]).read())
     assert len(results) == stats["detections"]
-    bad = subprocess.run([sys.executable, "-m", "stream.cli", "eval", "--checkpoint", str(tmp_path / "missing.pt"),
+    bad = subprocess.run([sys.executable, "-m", "posestream", "eval", "--checkpoint", str(tmp_path / "missing.pt"),
                           "--data", str(ann), "--images", str(tmp_path)], capture_output=True, text=True)
     assert bad.returncode == 2 and "checkpoint not found" in bad.stderr and "Traceback" not in bad.stderr

@@ -9,11 +9,11 @@ import av
 import numpy as np
 import pytest
 
-from models.skeleton import COCO_17, get_skeleton
-from stream.cli import UserError
-from stream.messages import Frame, People
-from stream.render import RenderConfig, RenderStage, draw_hud, draw_people
-from stream.sinks import JsonlWriter, Mp4Writer, SinkConfig, SinkStage, WindowSink
+from posestream.models.skeleton import COCO_17, get_skeleton
+from posestream.stream.cli import UserError
+from posestream.stream.messages import Frame, People
+from posestream.stream.render import RenderConfig, RenderStage, draw_hud, draw_people
+from posestream.stream.sinks import JsonlWriter, Mp4Writer, SinkConfig, SinkStage, WindowSink
 
 W, H = 160, 96
 BAR_STEP, BAR_W = 6, 4

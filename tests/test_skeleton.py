@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from models.skeleton import COCO_17, MPII_16, SKELETONS, get_skeleton
+from posestream.models.skeleton import COCO_17, MPII_16, SKELETONS, get_skeleton
 
 
 @pytest.mark.parametrize("sk", list(SKELETONS.values()), ids=list(SKELETONS))

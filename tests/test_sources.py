@@ -17,7 +17,7 @@ import cv2
 import numpy as np
 import pytest
 
-from stream.sources import (FileConfig, ImageFolderSource, LatestFrame, RtspConfig, RtspSource, SourceError,
+from posestream.stream.sources import (FileConfig, ImageFolderSource, LatestFrame, RtspConfig, RtspSource, SourceError,
                             VideoFileSource, WebcamSource, make_source, open_source, source_kind)
 
 SYSTEM_PYTHON = "/usr/bin/python3"
@@ -134,7 +134,7 @@ def test_truncated_video_yields_what_decodes_and_warns(tmp_path, caplog):
     size = path.stat().st_size
     with open(path, "r+b") as f:
         f.truncate(size // 2)
-    with caplog.at_level(logging.WARNING, logger="stream.sources"):
+    with caplog.at_level(logging.WARNING, logger="posestream.stream.sources"):
         with open_source(str(path)) as src:
             frames = list(src)
     assert 0 < len(frames) < 20
@@ -202,7 +202,7 @@ def test_image_folder_in_natural_order_skipping_unreadable(tmp_path, caplog):
         assert cv2.imwrite(str(tmp_path / f"img{i}.png"), np.full((24, 32, 3), bgr, np.uint8))
     (tmp_path / "img3.png").write_bytes(b"not a png")  # unreadable: skipped, a gap in pts
     (tmp_path / "notes.txt").write_text("ignored")
-    with caplog.at_level(logging.WARNING, logger="stream.sources"):
+    with caplog.at_level(logging.WARNING, logger="posestream.stream.sources"):
         with open_source(str(tmp_path), fps=4) as src:
             assert (src.kind, src.live, src.fps) == ("images", False, 4.0)
             frames = list(src)
@@ -402,7 +402,7 @@ def test_rtsp_reads_and_reconnects_after_server_restart(rtsp_server, caplog):
     url = f"rtsp://127.0.0.1:{port}/stream"
     server = rtsp_server(port)
     frames = []
-    with caplog.at_level(logging.INFO, logger="stream.sources"):
+    with caplog.at_level(logging.INFO, logger="posestream.stream.sources"):
         with open_source(url, source_id=1, max_attempts=20, backoff_initial_s=0.2, backoff_factor=2.0,
                          backoff_max_s=1.0, analyze_s=0.1, open_timeout_s=3, read_timeout_s=3) as src:
             assert (src.kind, src.live) == ("rtsp", True)

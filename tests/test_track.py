@@ -8,9 +8,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from models.skeleton import COCO_17
-from stream.messages import Frame, People
-from stream.track import OneEuroFilter, Tracker, TrackerConfig, TrackStage, oks_matrix
+from posestream.models.skeleton import COCO_17
+from posestream.stream.messages import Frame, People
+from posestream.stream.track import OneEuroFilter, Tracker, TrackerConfig, TrackStage, oks_matrix
 
 FPS = 30
 DT_NS = 1_000_000_000 // FPS

@@ -31,7 +31,7 @@ def tiny_config(out, **over):
 
 
 def test_config_errors_name_the_key(tmp_path):
-    from training.config import ConfigError, TrainConfig, load_config
+    from posestream.training.config import ConfigError, TrainConfig, load_config
 
     with pytest.raises(ConfigError, match=r"unknown key optim\.learning_rate"):
         TrainConfig.from_dict({"optim": {"learning_rate": 1}})
@@ -41,17 +41,17 @@ def test_config_errors_name_the_key(tmp_path):
     p.write_text(yaml.safe_dump(tiny_config(tmp_path / "o")))
     cfg = load_config(p, ["optim.lr=5e-4", "train.max_steps=7"])
     assert cfg.optim.lr == 5e-4 and cfg.train.max_steps == 7
-    r = subprocess.run([sys.executable, "-m", "stream.cli", "train", "--config", str(p), "optim.lr_decay=1"],
+    r = subprocess.run([sys.executable, "-m", "posestream", "train", "--config", str(p), "optim.lr_decay=1"],
                        capture_output=True, text=True)
     assert r.returncode == 2 and "unknown key optim.lr_decay" in r.stderr and "Traceback" not in r.stderr
-    r = subprocess.run([sys.executable, "-m", "stream.cli", "train", "--config", str(tmp_path / "none.yaml")],
+    r = subprocess.run([sys.executable, "-m", "posestream", "train", "--config", str(tmp_path / "none.yaml")],
                        capture_output=True, text=True)
     assert r.returncode == 2 and "config file not found" in r.stderr
 
 
 def test_resume_reproduces_the_next_steps_bit_for_bit(tmp_path):
-    from training.config import TrainConfig
-    from training.trainer import Trainer
+    from posestream.training.config import TrainConfig
+    from posestream.training.trainer import Trainer
 
     straight = Trainer(TrainConfig.from_dict(tiny_config(tmp_path / "a")), progress=False)
     straight.fit()
@@ -76,7 +76,7 @@ def test_ddp_two_processes_gloo(tmp_path):
     p.write_text(yaml.safe_dump(tiny_config(tmp_path / "ddp", train={"max_steps": 2}, data={"subset": BIG_PEOPLE})))
     env = dict(os.environ, OMP_NUM_THREADS="1")
     r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517",
-                        "-m", "stream.cli", "train", "--config", str(p), "--no-progress"],
+                        "-m", "posestream", "train", "--config", str(p), "--no-progress"],
                        capture_output=True, text=True, timeout=600, env=env)
     assert r.returncode == 0, r.stderr[-2000:]
     import torch
@@ -103,10 +103,10 @@ def test_lite_learns_real_people_to_coco_ap_08(tmp_path):
                       train={"max_steps": 1500, "eval_every": 500, "log_every": 50})
     p = tmp_path / "learn.yaml"
     p.write_text(yaml.safe_dump(cfg))
-    r = subprocess.run([sys.executable, "-m", "stream.cli", "train", "--config", str(p), "--no-progress"],
+    r = subprocess.run([sys.executable, "-m", "posestream", "train", "--config", str(p), "--no-progress"],
                        capture_output=True, text=True, timeout=3000)
     assert r.returncode == 0, r.stderr[-3000:]
-    r = subprocess.run([sys.executable, "-m", "stream.cli", "eval", "--checkpoint", str(tmp_path / "learn/best.pt"),
+    r = subprocess.run([sys.executable, "-m", "posestream", "eval", "--checkpoint", str(tmp_path / "learn/best.pt"),
                         "--data", str(ann_path), "--images", str(TRAIN_IMG), "--json"],
                        capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr
@@ -115,7 +115,7 @@ def test_lite_learns_real_people_to_coco_ap_08(tmp_path):
 
 
 def test_numbers_and_types_are_checked():
-    from training.config import ConfigError, TrainConfig
+    from posestream.training.config import ConfigError, TrainConfig
 
     c = TrainConfig.from_dict({"optim": {"lr": "1e-4", "batch_size": 4}})
     assert c.optim.lr == 1e-4
@@ -137,7 +137,7 @@ def test_ablation_prints_configs_side_by_side(tmp_path):
         cfg["loss"] = loss
         paths.append(tmp_path / f"{name}.yaml")
         paths[-1].write_text(yaml.safe_dump(cfg))
-    r = subprocess.run([sys.executable, "-m", "stream.cli", "ablate", *map(str, paths), "--steps", "2", "--out",
+    r = subprocess.run([sys.executable, "-m", "posestream", "ablate", *map(str, paths), "--steps", "2", "--out",
                         str(tmp_path / "abl"), "--json"], capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-2000:]
     rows = json.loads(r.stdout)
@@ -151,9 +151,9 @@ def test_mpii_pckh_evaluation_on_a_fixture(tmp_path):
     import numpy as np
     import torch
 
-    from models.checkpoint import save_checkpoint
-    from models.registry import build_model
-    from training.evaluation.mpii import crop_matrix, heatmap_argmax
+    from posestream.models.checkpoint import save_checkpoint
+    from posestream.models.registry import build_model
+    from posestream.training.evaluation.mpii import crop_matrix, heatmap_argmax
 
     # the crop maps the person's centre to the middle of the input, and back
     m = crop_matrix((100.0, 80.0), 200.0, 256)
@@ -173,7 +173,7 @@ def test_mpii_pckh_evaluation_on_a_fixture(tmp_path):
     (tmp_path / "valid.json").write_text(json.dumps(records))
     torch.manual_seed(0)
     ckpt = save_checkpoint(tmp_path / "hg.pt", build_model("stacked_hourglass_mpii", num_stacks=1, features=32))
-    r = subprocess.run([sys.executable, "-m", "stream.cli", "eval", "--dataset", "mpii", "--checkpoint", str(ckpt),
+    r = subprocess.run([sys.executable, "-m", "posestream", "eval", "--dataset", "mpii", "--checkpoint", str(ckpt),
                         "--data", str(tmp_path / "valid.json"), "--images", str(tmp_path), "--json"],
                        capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]

@@ -28,7 +28,7 @@ def run(args: argparse.Namespace) -> int:
 
     import numpy as np
 
-    from models.registry import build_model
+    from posestream.models.registry import build_model
 
     from .config import ConfigError, load_config
     from .data.dataset import loader_throughput

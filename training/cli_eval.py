@@ -36,9 +36,9 @@ def run(args: argparse.Namespace) -> int:
     import torch
     import yaml
 
-    from models.checkpoint import CheckpointError, load_checkpoint
-    from models.fields import DecoderConfig
-    from models.predictor import Predictor
+    from posestream.models.checkpoint import CheckpointError, load_checkpoint
+    from posestream.models.fields import DecoderConfig
+    from posestream.models.predictor import Predictor
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     try:

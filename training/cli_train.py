@@ -2,7 +2,7 @@
 
 Resumes automatically from ``train.out_dir/state.pt`` when it exists (exact: model, optimiser,
 scheduler, AMP scaler, RNG states, data position). Multi-GPU / multi-node: launch with
-``torchrun --nproc_per_node N -m stream.cli train ...`` (DistributedDataParallel; gloo on CPU).
+``torchrun --nproc_per_node N -m posestream train ...`` (DistributedDataParallel; gloo on CPU).
 TensorBoard: ``tensorboard --logdir OUT/tb``.
 
   posestream train --config configs/train/lite.yaml

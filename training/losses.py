@@ -46,7 +46,7 @@ from typing import Callable
 
 import torch
 from torch.nn import functional as F
-from models.config import from_section
+from posestream.models.config import from_section
 
 __all__ = ["LossConfig", "PoseLoss", "heatmap_activation", "heatmap_pixel_loss", "masked_l2"]
 

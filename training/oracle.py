@@ -32,8 +32,8 @@ def oracle_eval(ann_file: str, size: int, stride: int, config=None, sigma: float
     import contextlib
     import io
 
-    from models.fields import DecoderConfig, decode, encode
-    from models.preprocess import letterbox_record
+    from posestream.models.fields import DecoderConfig, decode, encode
+    from posestream.models.preprocess import letterbox_record
 
     from .evaluation import coco_keypoint_eval, poses_to_coco_results
 
@@ -76,7 +76,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from models.fields import DecoderConfig
+    from posestream.models.fields import DecoderConfig
 
     if not Path(args.ann).is_file():
         print(f"posestream bench oracle: annotation file not found: {args.ann}", file=sys.stderr)

@@ -24,8 +24,8 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from models.checkpoint import load_weights_into, save_checkpoint
-from models.registry import build_model
+from posestream.models.checkpoint import load_weights_into, save_checkpoint
+from posestream.models.registry import build_model
 
 from .config import TrainConfig
 
@@ -39,7 +39,7 @@ def _dist_info() -> tuple[int, int, int]:
 
 
 def build_train_dataset(cfg: TrainConfig, meta: dict, train: bool = True):
-    from models.skeleton import get_skeleton
+    from posestream.models.skeleton import get_skeleton
 
     from .data.augment import AugmentConfig
     from .data.coco import CocoKeypoints, ConcatKeypoints
@@ -333,8 +333,8 @@ class Trainer:
         """Validation AP with the pipeline's decoder (rank 0)."""
         if self.cfg.data.val is None or not self.main:
             return None
-        from models.fields import DecoderConfig
-        from models.predictor import Predictor
+        from posestream.models.fields import DecoderConfig
+        from posestream.models.predictor import Predictor
 
         from .evaluation.evaluate import evaluate_coco
 

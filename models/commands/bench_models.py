@@ -91,7 +91,7 @@ def _serve(conn, fn) -> None:
 def _torch_worker(conn, name: str, hw: tuple[int, int], threads: int) -> None:
     import torch
 
-    from models.registry import build_model
+    from posestream.models.registry import build_model
 
     torch.set_num_threads(threads)
     torch.manual_seed(0)
@@ -118,7 +118,7 @@ def _torch_worker(conn, name: str, hw: tuple[int, int], threads: int) -> None:
 def _ort_worker(conn, path: str, hw: tuple[int, int], threads: int) -> None:
     import onnxruntime as ort
 
-    from models.export import onnx_session
+    from posestream.models.export import onnx_session
 
     sess = onnx_session(path, threads=threads)
     feed = {"image": np.random.default_rng(0).standard_normal((1, 3, *hw), dtype=np.float32)}
@@ -147,9 +147,9 @@ def bench_model(name: str, hw: tuple[int, int], repeats: int, blocks: int, threa
                 reference: bool = True, model=None) -> dict:
     """Median forward latency of one model at one input size, PyTorch and ONNX Runtime in turns
     (and the MoveNet reference with ONNX Runtime)."""
-    from models.export import export_onnx
-    from models.nets.movenet import MoveNetOriginal
-    from models.registry import build_model
+    from posestream.models.export import export_onnx
+    from posestream.models.nets.movenet import MoveNetOriginal
+    from posestream.models.registry import build_model
 
     ctx = mp.get_context("spawn")
     row: dict = {"input": list(hw)}
@@ -199,7 +199,7 @@ def bench_model(name: str, hw: tuple[int, int], repeats: int, blocks: int, threa
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from models.registry import build_model, list_models
+    from posestream.models.registry import build_model, list_models
 
     from . import fail
 

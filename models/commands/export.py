@@ -26,9 +26,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from models.checkpoint import CheckpointError, load_checkpoint
-    from models.export import ExportError, export_onnx
-    from models.registry import build_model, list_models
+    from posestream.models.checkpoint import CheckpointError, load_checkpoint
+    from posestream.models.export import ExportError, export_onnx
+    from posestream.models.registry import build_model, list_models
 
     src = args.source
     try:

@@ -17,7 +17,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from models.registry import build_model, list_models, model_entrypoint
+    from posestream.models.registry import build_model, list_models, model_entrypoint
 
     from . import model_stats
 

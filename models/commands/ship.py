@@ -27,7 +27,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from models.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+    from posestream.models.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 
     try:
         model, meta = load_checkpoint(args.checkpoint)

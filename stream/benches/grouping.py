@@ -39,8 +39,8 @@ def _time(fn, repeats: int) -> float:
 
 
 def bench(counts, size=368, stride=8, repeats=30, seed=0) -> dict:
-    from models.fields import DecoderConfig, encode, group, upsample
-    from models.fields.synthetic import random_scene
+    from posestream.models.fields import DecoderConfig, encode, group, upsample
+    from posestream.models.fields.synthetic import random_scene
 
     cfg = DecoderConfig()
     factor = stride / cfg.working_stride

@@ -41,7 +41,7 @@ def _sink(addrs: list, n: int, ack: str) -> None:
     :class:`~stream.transport.Receiver` (what a stage does) and say so on ``ack``."""
     import zmq
 
-    from stream.transport import Receiver
+    from posestream.stream.transport import Receiver
 
     ctx = zmq.Context()
     done = ctx.socket(zmq.PUSH)
@@ -62,8 +62,8 @@ def _sink(addrs: list, n: int, ack: str) -> None:
 
 def _hop(ctx, addr: str, done, img: np.ndarray, n: int, warm: int, shm: bool) -> tuple[float, bool]:
     """Seconds per frame over ``n`` frames sent back to back (after ``warm`` frames), lossless."""
-    from stream.messages import Frame, now_ns
-    from stream.transport import Sender
+    from posestream.stream.messages import Frame, now_ns
+    from posestream.stream.transport import Sender
 
     assert done.recv() == b"bound"
     tx = Sender(ctx, addr, "lossless", shm=shm)
@@ -93,7 +93,7 @@ def hop_cost(hw: tuple[int, int], n: int) -> dict:
     for ``tcp://``), side by side with ``np.copyto`` of the same frame, in one run."""
     import zmq
 
-    from stream.transport import ipc_address, private_folder, remove_private_folder
+    from posestream.stream.transport import ipc_address, private_folder, remove_private_folder
 
     folder = private_folder()
     addrs, ack = [ipc_address(folder, "shm"), ipc_address(folder, "zmq")], ipc_address(folder, "ack")
@@ -126,11 +126,11 @@ def hop_cost(hw: tuple[int, int], n: int) -> dict:
 
 
 def single_process(source: str, model: str, frames: int) -> dict:
-    from stream.infer import InferConfig, InferenceStage
-    from stream.messages import now_ns
-    from stream.render import RenderConfig, RenderStage
-    from stream.sources import open_source
-    from stream.track import TrackerConfig, TrackStage
+    from posestream.stream.infer import InferConfig, InferenceStage
+    from posestream.stream.messages import now_ns
+    from posestream.stream.render import RenderConfig, RenderStage
+    from posestream.stream.sources import open_source
+    from posestream.stream.track import TrackerConfig, TrackStage
 
     stages = [InferenceStage(InferConfig(model=model)), TrackStage(TrackerConfig()), RenderStage(RenderConfig())]
     for s in stages:
@@ -175,7 +175,7 @@ def make_clip(source: str, frames: int, path: str) -> str:
 
 
 def multi_process(clip: str, model: str) -> dict:
-    from stream.pipeline import Pipeline, PipelineConfig
+    from posestream.stream.pipeline import Pipeline, PipelineConfig
 
     cfg = PipelineConfig(sources=[clip], infer={"model": model}, status_interval=0)
     t0 = time.perf_counter()

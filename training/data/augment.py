@@ -18,8 +18,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from models.skeleton import COCO_17, Skeleton
-from models.config import from_section
+from posestream.models.skeleton import COCO_17, Skeleton
+from posestream.models.config import from_section
 
 __all__ = ["AugmentConfig", "AffineRecord", "random_affine", "eval_affine", "color_jitter", "affine_matrix"]
 

@@ -25,7 +25,7 @@ import cv2
 import numpy as np
 from pycocotools import mask as mask_utils
 
-from models.skeleton import COCO_17, Skeleton
+from posestream.models.skeleton import COCO_17, Skeleton
 
 __all__ = ["CocoKeypoints", "ConcatKeypoints", "read_rgb", "segmentation_rle", "training_mix_pairs"]
 

@@ -19,8 +19,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, RandomSampler
 
-from models.fields.encoder import encode_heatmaps, encode_mask, encode_pafs
-from models.skeleton import get_skeleton
+from posestream.models.fields.encoder import encode_heatmaps, encode_mask, encode_pafs
+from posestream.models.skeleton import get_skeleton
 
 from .augment import AffineRecord, AugmentConfig, eval_affine, random_affine
 

@@ -35,7 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
-from models.skeleton import MPII_16, Skeleton
+from posestream.models.skeleton import MPII_16, Skeleton
 
 from .coco import read_rgb
 

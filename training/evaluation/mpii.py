@@ -12,8 +12,8 @@ import cv2
 import numpy as np
 import torch
 
-from models.predictor import flip_outputs, normalise
-from models.skeleton import get_skeleton
+from posestream.models.predictor import flip_outputs, normalise
+from posestream.models.skeleton import get_skeleton
 
 __all__ = ["evaluate_mpii", "crop_matrix", "heatmap_argmax"]
 
