@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .fields import DecoderConfig, Poses, decode
+from .fields import DecoderConfig, Poses, decode, decode_single
 from .preprocess import Letterbox, letterbox
 from .skeleton import get_skeleton
 
@@ -122,7 +122,10 @@ class Predictor:
         img, rec = letterbox(image_rgb, self.input_size, multiple=int(self.meta.get("input_multiple", 32)))
         x = ((img.astype(np.float32) - self.mean) * self.inv_std).transpose(2, 0, 1)[None]
         heat, paf = self.forward(np.ascontiguousarray(x))
-        poses = decode(heat[0], paf[0], int(self.meta["stride"]), self.decoder, self.skeleton)
+        if paf is None:  # a heatmap-only (single-person) model: one person, each keypoint its channel's maximum
+            poses = decode_single(heat[0], int(self.meta["stride"]), self.decoder, self.skeleton.num_keypoints)
+        else:
+            poses = decode(heat[0], paf[0], int(self.meta["stride"]), self.decoder, self.skeleton)
         kps = rec.to_image(poses.keypoints).astype(np.float32)
         kps[poses.keypoints[..., 2] <= 0] = 0.0
         return Prediction(Poses(kps, poses.scores), rec)

@@ -20,6 +20,8 @@ ENTRY_POINT_GROUP = "posestream.commands"
 class UserError(Exception):
     """An error caused by the user's input: printed as one line, exit code 2, no traceback."""
 
+    user_error = True
+
 
 def _commands() -> dict[tuple[str, ...], str]:
     eps = entry_points(group=ENTRY_POINT_GROUP)
@@ -30,8 +32,15 @@ def _summary(doc: str | None) -> str:
     return (doc or "").strip().splitlines()[0] if doc else ""
 
 
+class _Parser(argparse.ArgumentParser):
+    """Usage errors as one line (what, and where to look), exit status 2."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="posestream", description=__doc__.strip().splitlines()[0],
         epilog="Run `posestream COMMAND --help` for a command's options.")
     from posestream import __version__

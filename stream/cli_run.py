@@ -1,45 +1,65 @@
 """Run the pose pipeline on cameras, RTSP streams, video files or image folders.
 
 Separate processes (capture per source, inference, tracking + smoothing, output) linked by
-ZeroMQ. Live sources (webcam index, rtsp://) use the "live" flow policy: only the newest frame is
-processed, stale ones are dropped and counted, so latency does not build up. Files and folders
-use "lossless": every frame reaches the outputs, in order. Ctrl-C stops capture and finishes the
-frames in flight; the recording is always finalised and playable.
+ZeroMQ. Live sources (webcam index or /dev/videoN, rtsp://) use the "live" flow policy: only the
+newest frame is processed, stale ones are dropped and counted, so latency does not build up.
+Files and folders use "lossless": every frame reaches the outputs, in order.
+
+Everything is checked before the first frame: sources open (an unreachable camera fails after a
+few seconds: source_options.rtsp.start_attempts), the model loads, every output path can be
+written (missing folders are created). A camera lost later is retried with backoff while the
+other sources go on (counted in the summary, with its outage time).
+
+Stopping: Ctrl-C (SIGINT), SIGTERM (systemctl stop, docker stop) and SIGHUP (terminal closed)
+stop capture and finish the frames in flight; the recording is always finalised and playable. A
+second signal stops at once (still finalising the recording).
 
   posestream run --source data/vtest.avi --record out/demo.mp4 --jsonl out/demo.jsonl
   posestream run --source 0 --show
   posestream run --source rtsp://127.0.0.1:8554/cam --source rtsp://127.0.0.1:8554/cam2 --record out/cams.mp4
+  posestream run --source clip.mp4 --config configs/pipeline.yaml --set track.min_oks=0.4
 
-Exit status: 0 done, 1 a stage failed (recording finalised), 2 bad input (one-line error),
-130 interrupted (recording finalised).
+Exit status: 0 done, 1 a stage failed (recording finalised), 2 bad input (one-line error, before
+the first frame), 128 + signal when stopped by one (130 SIGINT, 143 SIGTERM, 129 SIGHUP).
 """
 from __future__ import annotations
 
 import argparse
 import json
 import sys
-from pathlib import Path
+
+FLAGS = {("infer", "model"): "--model", ("infer", "backend"): "--backend", ("infer", "device"): "--device",
+         ("infer", "input_size"): "--input-size", ("infer", "fp16"): "--fp16", ("sink", "record"): "--record",
+         ("sink", "jsonl"): "--jsonl", ("sink", "show"): "--show", ("policy",): "--policy",
+         ("summary",): "--summary", ("stop_timeout",): "--stop-timeout"}
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--source", action="append", required=True,
-                   help="video file, image folder/glob, webcam index (0) or rtsp:// URL; repeat for several")
+                   help="video file, image folder/glob, webcam index (0) or /dev/videoN, or rtsp:// URL; "
+                        "repeat for several")
     p.add_argument("--model", default=None,
                    help="checkpoint (.pt), ONNX file or registered model name (random weights, for tests); "
                         "default: the shipped trained model, models/weights/movenet_paf.pt")
     p.add_argument("--backend", choices=("auto", "onnxruntime", "torch"), default=None)
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default=None)
     p.add_argument("--fp16", action="store_true", help="half precision (PyTorch on CUDA)")
-    p.add_argument("--input-size", type=int, default=None, help="network input long side")
-    p.add_argument("--record", default=None, help="write an H.264 MP4 with the overlay")
+    p.add_argument("--input-size", type=int, default=None, metavar="PX",
+                   help="network input long side in pixels (32..4096; default: the model's)")
+    p.add_argument("--record", default=None, help="write an H.264 MP4 with the overlay (folders are created)")
     p.add_argument("--jsonl", default=None, help="write keypoints, one JSON line per frame")
-    p.add_argument("--show", action="store_true", help="show a window with the overlay")
+    p.add_argument("--show", action="store_true", help="show a window with the overlay (needs a GUI OpenCV)")
     p.add_argument("--no-hud", action="store_true", help="no fps/latency overlay")
-    p.add_argument("--policy", choices=("auto", "live", "lossless"), default=None)
+    p.add_argument("--policy", choices=("auto", "live", "lossless"), default=None,
+                   help="flow policy (default auto: live for cameras, lossless for files)")
     p.add_argument("--config", default=None, help="pipeline YAML (sections: policy, infer, track, render, sink, "
-                                                  "source_options); flags override it")
+                                                  "source_options, ...); flags override it")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override one config value, e.g. track.min_oks=0.4 (YAML value syntax); repeatable")
     p.add_argument("--summary", default=None, help="write the JSON summary here (it is also printed)")
     p.add_argument("--realtime", action="store_true", help="read files at their own pace, like a camera")
+    p.add_argument("--stop-timeout", type=float, default=None, metavar="S",
+                   help="on a stop signal, drain the frames in flight for at most S seconds (default 5)")
     p.add_argument("--quiet", action="store_true", help="no status line")
     p.add_argument("--infer-delay-ms", type=float, default=None, help=argparse.SUPPRESS)  # tests of the live policy
 
@@ -49,111 +69,135 @@ def _fail(msg: str, code: int = 2) -> int:
     return code
 
 
-def build_config(args: argparse.Namespace):
+def _set_value(d: dict, item: str) -> tuple:
     import yaml
+
+    from posestream.models.config import ConfigError
+
+    key, sep, raw = item.partition("=")
+    path = tuple(p for p in key.strip().split("."))
+    if not sep or not all(path):
+        raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. track.min_oks=0.4")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError:
+        value = raw
+    node = d
+    for p in path[:-1]:
+        child = node.get(p)
+        if child is None:
+            child = node[p] = {}
+        if not isinstance(child, dict):
+            raise ConfigError(f"--set {item!r}: {'.'.join(path[:-1])} is not a section", path)
+        node = child
+    node[path[-1]] = value
+    return path
+
+
+def build_config(args: argparse.Namespace):
+    """-> (PipelineConfig, where) with ``where(path) -> str``: how to name a config key in an error
+    (the flag that set it, the ``--set`` item, or ``file:line``)."""
+    from posestream.models.config import Locations, load_yaml
 
     from .pipeline import PipelineConfig
 
     d: dict = {}
+    locs = Locations()
     if args.config:
-        path = Path(args.config)
-        if not path.is_file():
-            raise ValueError(f"{path}: config file not found")
-        d = yaml.safe_load(path.read_text()) or {}
-        if not isinstance(d, dict):
-            raise ValueError(f"{path}: expected a mapping of sections")
-    cfg = PipelineConfig.from_dict(d)
+        d, locs = load_yaml(args.config)
+    origin: dict[tuple, str] = {}
+    for item in args.set:
+        origin[_set_value(d, item)] = f"--set {item}"
+    cfg_dict = dict(d)
+    for key in ("infer", "track", "render", "sink", "source_options"):
+        if cfg_dict.get(key) is None:
+            cfg_dict.pop(key, None)
+    cfg = PipelineConfig.from_dict(cfg_dict)
     cfg.sources = list(args.source)
     infer = dict(cfg.infer)
     for key, val in (("model", args.model), ("backend", args.backend), ("device", args.device),
                      ("input_size", args.input_size), ("slow_ms", args.infer_delay_ms)):
         if val is not None:
             infer[key] = val
+            origin[("infer", key)] = FLAGS.get(("infer", key), key)
     if args.fp16:
         infer["fp16"] = True
+        origin[("infer", "fp16")] = "--fp16"
     cfg.infer = infer
     sink = dict(cfg.sink)
     for key, val in (("record", args.record), ("jsonl", args.jsonl)):
         if val is not None:
             sink[key] = val
+            origin[("sink", key)] = FLAGS[("sink", key)]
     if args.show:
         sink["show"] = True
+        origin[("sink", "show")] = "--show"
     cfg.sink = sink
     if args.no_hud:
         cfg.render = {**cfg.render, "hud": False}
     if args.policy:
         cfg.policy = args.policy
     if args.realtime:
-        opts = dict(cfg.source_options)
+        opts = dict(cfg.source_options or {})
         opts["file"] = {**(opts.get("file") or {}), "realtime": True}
         cfg.source_options = opts
     if args.summary:
         cfg.summary = args.summary
+    if args.stop_timeout is not None:
+        cfg.stop_timeout = args.stop_timeout
+        origin[("stop_timeout",)] = "--stop-timeout"
     if args.quiet:
         cfg.status_interval = 0
-    return cfg
+    cfg.__post_init__()  # the flags' values go through the same checks
+    return cfg, origin, locs
 
 
-def _validate(cfg) -> None:
-    """Fail fast, in this process, on what a user can get wrong (config keys, missing files)."""
-    from .infer import InferConfig
-    from .render import RenderConfig
-    from .sinks import SinkConfig
-    from .track import TrackerConfig
+def _config_message(e, origin: dict, locs, file) -> str:
+    from posestream.models.config import locate
 
-    InferConfig.from_dict(cfg.infer)
-    TrackerConfig.from_dict(cfg.track)
-    RenderConfig.from_dict(cfg.render)
-    SinkConfig.from_dict(cfg.sink)
-    from .sources import FileConfig, ImageFolderConfig, RtspConfig, WebcamConfig
-
-    kinds = {"file": FileConfig, "rtsp": RtspConfig, "webcam": WebcamConfig, "images": ImageFolderConfig}
-    for kind, opts in (cfg.source_options or {}).items():
-        if kind not in kinds:
-            raise ValueError(f"unknown key source_options.{kind}; known: {', '.join(kinds)}")
-        kinds[kind].from_dict(opts)
-    for s in cfg.sources:
-        s = str(s)
-        if s.isdigit() or "://" in s or any(c in s for c in "*?"):
-            continue
-        if not Path(s).exists():
-            raise ValueError(f"{s}: file not found")
-    m = cfg.infer.get("model")
-    if m in (None, "default"):
-        from posestream.models.shipped import shipped_checkpoint
-
-        try:
-            shipped_checkpoint()
-        except FileNotFoundError as e:
-            raise ValueError(str(e)) from None
-    elif (m.endswith((".pt", ".pth", ".onnx"))) and not Path(m).is_file():
-        raise ValueError(f"{m}: model file not found")
+    path = tuple(getattr(e, "path", ()) or ())
+    detail = getattr(e, "detail", None) or str(e)
+    for n in range(len(path), 0, -1):
+        if path[:n] in origin:
+            return f"{origin[path[:n]]}: {detail}"
+    if file and path:
+        return locate(e, locs, file)
+    return str(e)
 
 
 def run(args: argparse.Namespace) -> int:
     import logging
 
-    from .pipeline import Pipeline, PipelineError
+    from posestream.models.config import ConfigError
 
+    from .pipeline import PipelineError, Supervisor, validate_config
+
+    origin, locs = {}, None
     try:
-        cfg = build_config(args)
-        _validate(cfg)
+        cfg, origin, locs = build_config(args)
+        validate_config(cfg)
+    except ConfigError as e:
+        return _fail(_config_message(e, origin, locs, args.config))
     except ValueError as e:
-        return _fail(str(e))
+        return _fail(" ".join(str(e).split()))
     level = logging.getLogger().getEffectiveLevel()
+    sup = Supervisor(cfg, log_level=level)
     try:
-        pipe = Pipeline(cfg, log_level=level)
-        summary = pipe.run()
+        summary = sup.run()
     except PipelineError as e:
-        return _fail(str(e))
-    except KeyboardInterrupt:
-        return _fail("aborted", 130)
+        if sup.signal is not None:
+            import signal
+
+            return _fail(f"stopped by {signal.Signals(sup.signal).name} while starting", 128 + int(sup.signal))
+        return _fail(str(e), 2 if e.user else 1)
     print(json.dumps(summary, indent=2))
-    if summary["failed_stage"]:
+    if summary["failed_stage"] or any(e.startswith("output ") for e in summary["errors"]):
         return _fail("; ".join(summary["errors"]), 1)
-    user_errors = [e for e in summary["errors"] if e.startswith("capture")]
-    if user_errors and summary["frames_out"] == 0:
-        return _fail(user_errors[0].split(": ", 1)[1])
+    user_errors = [e for e in summary["errors"] if not e.startswith(("stage ", "infer:", "track:", "output:"))]
+    if user_errors and summary["frames_out"] == 0 and sup.signal is None:
+        return _fail(user_errors[0])
+    if sup.signal is not None:
+        return 128 + int(sup.signal)
     if summary["interrupted"]:
         return 130
     return 0

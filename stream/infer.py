@@ -11,7 +11,7 @@ import hashlib
 import logging
 import os
 import time
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +20,26 @@ from .messages import Frame, People
 
 LOG = logging.getLogger(__name__)
 
-__all__ = ["InferConfig", "InferenceStage", "load_network"]
+__all__ = ["InferConfig", "InferenceStage", "load_network", "cuda_available", "MIN_INPUT", "MAX_INPUT"]
+
+MIN_INPUT, MAX_INPUT = 32, 4096
+
+
+def cuda_available(backend: str = "auto") -> bool:
+    """Whether the chosen backend can run on CUDA here."""
+    if backend in ("auto", "onnxruntime"):
+        try:
+            import onnxruntime as ort
+
+            if "CUDAExecutionProvider" in ort.get_available_providers():
+                return True
+        except ImportError:
+            pass
+        if backend == "onnxruntime":
+            return False
+    import torch
+
+    return bool(torch.cuda.is_available())
 
 
 @dataclass
@@ -43,14 +62,29 @@ class InferConfig:
     cache_dir: str | None = None
     slow_ms: float = 0.0  # artificial extra latency per frame (tests of the live policy)
 
+    def __post_init__(self) -> None:
+        if self.backend not in ("auto", "onnxruntime", "torch"):
+            raise ValueError(f"backend must be auto, onnxruntime or torch, got {self.backend!r}")
+        if self.device not in ("auto", "cpu", "cuda"):
+            raise ValueError(f"device must be auto, cpu or cuda, got {self.device!r}")
+        if self.input_size is not None and (isinstance(self.input_size, bool) or not isinstance(self.input_size, int)
+                                            or not MIN_INPUT <= self.input_size <= MAX_INPUT):
+            raise ValueError(f"input_size must be an integer in {MIN_INPUT}..{MAX_INPUT} (pixels of the network "
+                             f"input's long side), got {self.input_size!r}")
+        if self.threads is not None and (isinstance(self.threads, bool) or not isinstance(self.threads, int)
+                                         or not 1 <= self.threads <= 1024):
+            raise ValueError(f"threads must be an integer >= 1, got {self.threads!r}")
+        if isinstance(self.slow_ms, bool) or not isinstance(self.slow_ms, (int, float)) or not 0 <= self.slow_ms < 1e5:
+            raise ValueError(f"slow_ms must be a number >= 0, got {self.slow_ms!r}")
+        if not isinstance(self.model, str) or not self.model:
+            raise ValueError(f"model must be a name or a path, got {self.model!r}")
+
     @classmethod
     def from_dict(cls, d: dict | None) -> "InferConfig":
-        d = dict(d or {})
-        known = {f.name for f in fields(cls)}
-        for k in d:
-            if k not in known:
-                raise ValueError(f"unknown key infer.{k}; known: {', '.join(sorted(known))}")
-        return cls(**d)
+        """Build from a config section; an unknown key is an error that names it."""
+        from posestream.models.config import from_section
+
+        return from_section(cls, d, "infer option")
 
 
 def _cache_dir(cfg: InferConfig) -> Path:
@@ -126,19 +160,38 @@ def load_network(cfg: InferConfig):
 
 
 class InferenceStage:
-    """Plain stage: ``process(frame)`` sets ``frame.people`` (source pixels)."""
+    """Pipeline stage: ``process(frame)`` sets ``frame.people`` (source pixels).
+
+    ``open`` loads the network and returns the model's metadata (``{"model": {...}}``, see
+    :func:`stream.stage.model_meta`, plus ``description``), which travels to the later stages:
+    tracking and rendering use its skeleton. A heatmap-only model decodes one person per frame.
+    """
+
+    name = "infer"
 
     def __init__(self, config: InferConfig) -> None:
         self.cfg = config
         self.predictor = None
 
-    def open(self) -> None:
+    def open(self, meta: dict | None = None) -> dict:
         from posestream.models.fields import DecoderConfig
         from posestream.models.predictor import Predictor
+
+        from .stage import model_meta
 
         run, self.meta, self.description = load_network(self.cfg)
         self.predictor = Predictor(run, self.meta, DecoderConfig.from_dict(self.cfg.decoder), self.cfg.input_size)
         LOG.info("inference: %s, input %d", self.description, self.predictor.input_size)
+        info = model_meta(self.meta)
+        info["input_size"] = self.predictor.input_size
+        info["description"] = f"{self.description}, input {self.predictor.input_size}"
+        return {"model": info}
+
+    def reset(self, source_id: int) -> None:
+        pass
+
+    def end(self, source_id: int) -> None:
+        pass
 
     def process(self, frame: Frame) -> Frame:
         if frame.eos or frame.image is None:
@@ -148,9 +201,6 @@ class InferenceStage:
         if self.cfg.slow_ms:
             time.sleep(self.cfg.slow_ms / 1000.0)
         return frame
-
-    def reset(self) -> None:
-        pass
 
     def close(self) -> None:
         self.predictor = None

@@ -23,7 +23,7 @@ import numpy as np
 
 __all__ = ["Frame", "People", "encode", "decode", "now_ns", "WIRE_VERSION"]
 
-WIRE_VERSION = 2  # 2: optional out-of-band "image_ref" (shared-memory ring)
+WIRE_VERSION = 3  # 2: optional out-of-band "image_ref" (shared-memory ring); 3: "meta" control frames
 
 
 def now_ns() -> int:
@@ -69,6 +69,9 @@ class Frame:
         timings: stage name -> (start_ns, end_ns) of its processing.
         info: small JSON-serialisable extras (source name, fps, flags).
         eos: end of stream marker (image may be None).
+        meta: a control frame that carries the upstream stage's metadata (the model's skeleton and
+            outputs, ...) instead of an image: the first message a stage sends downstream. Like
+            end-of-stream markers, control frames are never dropped.
     """
 
     source_id: int
@@ -81,13 +84,19 @@ class Frame:
     timings: dict = field(default_factory=dict)
     info: dict = field(default_factory=dict)
     eos: bool = False
+    meta: dict | None = None
+
+    @property
+    def control(self) -> bool:
+        """End-of-stream marker or metadata: never dropped by a live link."""
+        return self.eos or self.meta is not None
 
 
 def _array_meta(a: np.ndarray) -> dict:
     return {"shape": list(a.shape), "dtype": a.dtype.str}
 
 
-def encode(frame: Frame, image_ref: dict | None = None) -> list:
+def encode(frame: Frame, image_ref: dict | None = None, ack: dict | None = None) -> list:
     """Frame -> multipart parts: [header JSON bytes, buffers...] (buffers are not copied).
 
     ``image_ref``: the image travels out of band (already written where the reference says, e.g.
@@ -107,10 +116,12 @@ def encode(frame: Frame, image_ref: dict | None = None) -> list:
                    ("track_ids", np.ascontiguousarray(frame.people.track_ids, np.int64))]
     header = {"v": WIRE_VERSION, "source_id": frame.source_id, "frame_id": frame.frame_id,
               "t_capture_ns": frame.t_capture_ns, "epoch": frame.epoch, "pts": frame.pts,
-              "timings": frame.timings, "info": frame.info, "eos": frame.eos,
+              "timings": frame.timings, "info": frame.info, "eos": frame.eos, "meta": frame.meta,
               "arrays": [[name, _array_meta(a)] for name, a in arrays]}
     if ref is not None:
         header["image_ref"] = ref
+    if ack is not None:
+        header["ack"] = ack
     return [json.dumps(header, separators=(",", ":")).encode()] + [_raw(a) for _, a in arrays]
 
 
@@ -119,11 +130,13 @@ def _raw(a: np.ndarray):
     return memoryview(a.reshape(-1).view(np.uint8)) if a.size else b""
 
 
-def decode(parts: list, resolve_image=None) -> Frame:
+def decode(parts: list, resolve_image=None, on_ack=None) -> Frame:
     """Multipart parts (bytes or zmq.Frame) -> Frame. Raises ValueError on a malformed message.
 
     ``resolve_image(ref) -> np.ndarray`` rebuilds an out-of-band image from the header's
     ``image_ref`` (a dict with at least ``shape`` and ``dtype``); required when there is one.
+    ``on_ack(ack)`` is called with the header's ``ack`` (a message without pixels in the ring that
+    the sender wants acknowledged, see :mod:`stream.transport`).
     """
     try:
         header = json.loads(bytes(parts[0]))
@@ -139,6 +152,8 @@ def decode(parts: list, resolve_image=None) -> Frame:
         buf = part.buffer if hasattr(part, "buffer") else part
         a = np.frombuffer(buf, dtype=np.dtype(meta["dtype"]))
         arrays[name] = a.reshape(meta["shape"])
+    if on_ack is not None and isinstance(header.get("ack"), dict):
+        on_ack(header["ack"])
     ref = header.get("image_ref")
     if ref is not None:
         if resolve_image is None:
@@ -151,4 +166,4 @@ def decode(parts: list, resolve_image=None) -> Frame:
         people = People(arrays["keypoints"], arrays["scores"], arrays["track_ids"])
     return Frame(source_id=header["source_id"], frame_id=header["frame_id"], t_capture_ns=header["t_capture_ns"],
                  epoch=header["epoch"], pts=header["pts"], image=arrays.get("image"), people=people,
-                 timings=header["timings"], info=header["info"], eos=header["eos"])
+                 timings=header["timings"], info=header["info"], eos=header["eos"], meta=header.get("meta"))

@@ -1,40 +1,64 @@
-"""The supervisor: starts capture, inference, tracking and output processes, linked by ZeroMQ,
+"""The supervisor: starts the capture, inference, tracking and output processes, linked by ZeroMQ,
 watches them, and shuts the pipeline down in order.
 
+Start-up: every process starts at once (sources open while the model loads); captures wait for a
+``go`` until every process reported ``ready``, so a bad source, model or output fails the run
+before its first frame (:class:`PipelineError`, with ``user`` set for the user's mistakes).
+
 Shutdown rules:
-  * End of input: each capture process sends an end-of-stream marker after its last frame; every
-    stage forwards it and exits once all sources ended; the output stage finalises its files.
-  * Ctrl-C (SIGINT) or SIGTERM to the supervisor: capture stops, the frames already captured drain
-    through the pipeline, the recording is finalised (every processed frame is in it).
-  * A stage process that dies (crash, SIGKILL): detected within ~0.2 s; the pipeline fails
-    cleanly — it is not restarted (a restarted inference process would silently change what
-    the recording holds). The supervisor stops capture, sends end-of-stream markers past the dead
-    stage so the output stage finalises the recording with every frame that reached it, and
-    exits with status 1 naming the stage and signal.
+  * End of input: each capture sends an end-of-stream marker after its last frame; every stage
+    forwards it and exits once all sources ended; the output stage finalises its files.
+  * A stop request (Ctrl-C = SIGINT, SIGTERM from ``systemctl``/``docker stop`` to the supervisor
+    or its whole group, SIGHUP from a closed terminal, or :meth:`Supervisor.request_stop`): capture
+    stops, the frames already captured drain through, the recording is finalised with every frame
+    that reached the output. A drain that takes longer than ``stop_timeout`` s, or a second
+    request, aborts instead: the stages stop processing and close at once (the recording is still
+    finalised, with the frames written so far). A third request kills the processes.
+  * A stage process that dies (crash, SIGKILL): detected within ~0.2 s; it is not restarted (a
+    restarted inference process would silently change what the recording holds). Capture stops,
+    end-of-stream markers are sent past the dead stage so the output finalises the recording with
+    every frame that reached it, and the run fails naming the stage and signal.
+  * The supervisor itself killed: every process notices within ~0.1 s (see :mod:`stream.runner`)
+    and ends within 1 s, finalising the recording and removing the private folder.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
-import multiprocessing as mp
+import os
 import signal
+import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import zmq
 
 from .messages import Frame, now_ns
-from .runner import StageSpec, capture_main, stage_main
+from .runner import Control, StageSpec
+from .stats import LatencyHistogram
 from .transport import Sender, ipc_address, private_folder, remove_private_folder
 
 LOG = logging.getLogger(__name__)
 
-__all__ = ["PipelineConfig", "Pipeline", "PipelineError"]
+__all__ = ["PipelineConfig", "Supervisor", "PipelineError", "check_output_path", "validate_config", "flow_policy",
+           "EXIT_SIGNALS"]
+
+EXIT_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+STAGES = ("infer", "track", "output")
 
 
 class PipelineError(Exception):
-    """The pipeline could not start or a stage failed; the message is one line."""
+    """The pipeline could not start or a stage failed; the message is one line.
+
+    ``user``: the user's input is at fault (bad source, model, config, output path): exit 2.
+    """
+
+    def __init__(self, message: str, user: bool = False) -> None:
+        super().__init__(message)
+        self.user = user
 
 
 @dataclass
@@ -48,7 +72,16 @@ class PipelineConfig:
     source_options: dict = field(default_factory=dict)  # per kind: {file: {...}, rtsp: {...}, ...}
     summary: str | None = None           # where to write the JSON summary
     status_interval: float = 1.0         # seconds between status lines (0: none)
-    startup_timeout: float = 120.0
+    startup_timeout: float = 120.0       # seconds for every process to be ready (model load, sources open)
+    stop_timeout: float = 5.0            # seconds a stop may drain the frames in flight before it aborts
+
+    def __post_init__(self) -> None:
+        if self.policy not in ("auto", "live", "lossless"):
+            raise ValueError(f"policy must be auto, live or lossless, got {self.policy!r}")
+        for name, lo in (("status_interval", 0.0), ("startup_timeout", 1.0), ("stop_timeout", 0.0)):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not lo <= v <= 86400:
+                raise ValueError(f"{name} must be a number of seconds in [{lo:g}, 86400], got {v!r}")
 
     @classmethod
     def from_dict(cls, d: dict | None) -> "PipelineConfig":
@@ -57,207 +90,523 @@ class PipelineConfig:
         return from_section(cls, d, "pipeline option")
 
 
-def _is_live(spec: str) -> bool:
-    return spec.isdigit() or spec.lower().startswith(("rtsp://", "rtsps://", "http://", "https://"))
+def flow_policy(cfg: PipelineConfig) -> str:
+    """``live`` when any source is live (webcam, RTSP) unless the config says otherwise."""
+    if cfg.policy != "auto":
+        return cfg.policy
+    from .sources import source_kind
+
+    return "live" if any(source_kind(str(s)).live for s in cfg.sources) else "lossless"
 
 
-class Pipeline:
-    def __init__(self, cfg: PipelineConfig, log_level: int = logging.WARNING, out=sys.stderr) -> None:
+def check_output_path(path, what: str) -> Path:
+    """Make sure ``path`` can be written before anything runs: its folder is created when missing;
+    a folder, or a place that cannot be written, is a ``ValueError`` naming it. Leaves no file behind."""
+    p = Path(path)
+    if str(path).strip() == "" or p.name in ("", ".", ".."):
+        raise ValueError(f"{what} {str(path)!r}: not a file name")
+    if p.is_dir():
+        raise ValueError(f"{what} {p}: is a folder; give a file name")
+    try:
+        p.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ValueError(f"{what} {p}: cannot create its folder {p.parent} ({e.strerror or e})") from None
+    existed = p.exists()
+    try:
+        with open(p, "ab"):
+            pass
+    except OSError as e:
+        raise ValueError(f"{what} {p}: cannot be written ({e.strerror or e})") from None
+    if not existed:
+        p.unlink()
+    return p
+
+
+def validate_config(cfg: PipelineConfig) -> None:
+    """Fail fast, in this process, on what a user can get wrong: every section's keys, types and
+    ranges, sources that name missing files, the model, and every output path. Raises ValueError
+    (a ``ConfigError`` where a config key is at fault) with a one-line message."""
+    from posestream.models.config import ConfigError
+
+    from .infer import InferConfig, cuda_available
+    from .render import RenderConfig
+    from .sinks import SinkConfig
+    from .sources import source_kind
+    from .track import TrackerConfig
+
+    if not cfg.sources:
+        raise ValueError("no source given")
+
+    def section(name: str, fn, value):
+        try:
+            return fn(value)
+        except ConfigError as e:
+            raise e.under(*name.split(".")) from None
+
+    infer = section("infer", InferConfig.from_dict, cfg.infer)
+    section("track", TrackerConfig.from_dict, cfg.track)
+    section("render", RenderConfig.from_dict, cfg.render)
+    sink = section("sink", SinkConfig.from_dict, cfg.sink)
+    from .sources.kinds import SourceKind
+
+    kinds = {k.value: k for k in SourceKind}
+    opts = cfg.source_options or {}
+    if not isinstance(opts, dict):
+        raise ConfigError(f"source_options must be a mapping of source kinds, got {opts!r}", ("source_options",))
+    for kind, o in opts.items():
+        if kind not in kinds:
+            raise ConfigError(f"unknown source kind {kind!r}; known: {', '.join(kinds)}", ("source_options", kind))
+        section(f"source_options.{kind}", kinds[kind].config_class.from_dict, o)
+    for s in cfg.sources:
+        s = str(s)
+        if not s.strip():
+            raise ValueError("empty source name")
+        k = source_kind(s)
+        if k == "file" and "://" not in s and not Path(s).exists():
+            raise ValueError(f"{s}: file not found")
+    m = infer.model
+    if m == "default":
+        from posestream.models.shipped import shipped_checkpoint
+
+        try:
+            shipped_checkpoint()
+        except FileNotFoundError as e:
+            raise ValueError(str(e)) from None
+    elif m.endswith((".pt", ".pth", ".onnx")) or "/" in m:
+        if not Path(m).is_file():
+            raise ValueError(f"{m}: model file not found")
+    else:
+        from posestream.models.registry import list_models
+
+        if m not in list_models():
+            raise ValueError(f"{m}: not a checkpoint, ONNX file or registered model "
+                             f"(known: {', '.join(list_models())})")
+    if infer.backend == "torch" and m.endswith(".onnx"):
+        raise ValueError(f"{m}: the torch backend needs a checkpoint or model name, not an ONNX file")
+    if infer.device == "cuda" and not cuda_available(infer.backend):
+        raise ValueError("--device cuda: no CUDA device for this backend here (for ONNX Runtime install "
+                         "onnxruntime-gpu; for PyTorch a CUDA build)")
+    if infer.fp16 and infer.backend != "torch":
+        raise ValueError("--fp16 needs the torch backend (--backend torch) on CUDA")
+    outputs = {"--record": sink.record, "--jsonl": sink.jsonl, "--summary": cfg.summary}
+    seen: dict[str, str] = {}
+    for what, path in outputs.items():
+        if path is None:
+            continue
+        p = check_output_path(path, what)
+        key = os.path.realpath(p)
+        if key in seen:
+            raise ValueError(f"{seen[key]} and {what} both write {p}")
+        seen[key] = what
+    for s in cfg.sources:
+        if source_kind(str(s)) == "file" and os.path.realpath(str(s)) in seen:
+            raise ValueError(f"{s}: would be overwritten by {seen[os.path.realpath(str(s))]}")
+
+
+class _Child:
+    """One pipeline process: ``python -m posestream.stream.runner SPEC_JSON`` (a fresh interpreter)."""
+
+    def __init__(self, name: str, args: dict) -> None:
+        self.name = name
+        self.popen = subprocess.Popen([sys.executable, "-m", "posestream.stream.runner", json.dumps(args)],
+                                      stdin=subprocess.DEVNULL, close_fds=True)
+        self.pid = self.popen.pid
+        self.seen = False   # its exit has been looked at
+
+    def is_alive(self) -> bool:
+        return self.popen.poll() is None
+
+    @property
+    def exitcode(self) -> int | None:
+        return self.popen.poll()
+
+    def kill(self) -> None:
+        if self.popen.poll() is None:
+            self.popen.kill()
+
+    def join(self, timeout: float | None = None) -> None:
+        try:
+            self.popen.wait(timeout)
+        except subprocess.TimeoutExpired:
+            pass
+
+
+class Supervisor:
+    """Runs one pipeline. ``run()`` for a command line (installs signal handlers); or ``start()``,
+    ``step()`` until it returns False, ``finish()`` (what :class:`posestream.Pipeline` does).
+
+    Args:
+        cfg: the pipeline configuration (validate it first: :func:`validate_config`).
+        results: ``(address, images)``: also send every output frame to a receiver bound at that
+            address (the Python API); None: no.
+    """
+
+    def __init__(self, cfg: PipelineConfig, log_level: int = logging.WARNING, out=sys.stderr,
+                 results: tuple[str, bool] | None = None) -> None:
         if not cfg.sources:
-            raise PipelineError("no source given")
+            raise PipelineError("no source given", user=True)
         self.cfg = cfg
         self.log_level = log_level
         self.out = out
-        policy = cfg.policy
-        if policy == "auto":
-            policy = "live" if any(_is_live(str(s)) for s in cfg.sources) else "lossless"
-        if policy not in ("live", "lossless"):
-            raise PipelineError(f"unknown flow policy {policy!r}: use auto, live or lossless")
-        self.policy = policy
-        self.stop_event = mp.get_context("spawn").Event()
-        self.procs: dict[str, mp.Process] = {}
+        self.policy = flow_policy(cfg)
+        self.results = results
+        self.control: Control | None = None
+        self.procs: dict[str, _Child] = {}
         self.stats: dict[str, dict] = {}
+        self.ready: dict[str, dict] = {}
         self.errors: list[str] = []
-        self._interrupted = False
+        self.progress: dict = {}
+        self.failed: str | None = None
+        self.signal: int | None = None       # the signal that stopped the run
+        self.stop_requests = 0
+        self._t_stop: float | None = None
+        self._t_abort: float | None = None
+        self._folder: str | None = None
+        self._ctx = self._status = None
+        self._specs: list[StageSpec] = []
+        self._t_start = 0.0
+        self._next_line = 0.0
+        self._tty = bool(getattr(out, "isatty", lambda: False)())
+        self._started = self._finished = False
+        self._summary: dict | None = None
+        self._old_handlers: dict = {}
 
-    def _specs(self, folder: str) -> tuple[list[StageSpec], str]:
-        a = {n: ipc_address(folder, n) for n in ("infer", "track", "output", "status")}
-        n = len(self.cfg.sources)
-        stages = [
-            StageSpec("output", "posestream.stream.output:OutputStage", {"render": self.cfg.render, "sink": self.cfg.sink},
-                      a["output"], None, self.policy, n),
-            StageSpec("track", "posestream.stream.stages:track_stage", {"config": self.cfg.track}, a["track"], a["output"],
-                      self.policy, n),
-            StageSpec("infer", "posestream.stream.stages:infer_stage", {"config": self.cfg.infer}, a["infer"], a["track"],
-                      self.policy, n),
-        ]
-        return stages, a["status"]
+    # -- public ------------------------------------------------------------------------------------
+
+    @property
+    def folder(self) -> str | None:
+        return self._folder
+
+    @property
+    def meta(self) -> dict:
+        """The metadata of the last stage (model, sources): what its ``ready`` message carried."""
+        return dict((self.ready.get("output") or {}).get("meta") or {})
+
+    def pids(self) -> dict[str, int]:
+        return {name: p.pid for name, p in self.procs.items() if p.pid is not None}
 
     def run(self) -> dict:
-        """Run to the end of all sources (or an interruption). Returns the summary dict."""
-        folder = private_folder()
-        ctx = zmq.Context()
-        status = ctx.socket(zmq.PULL)
-        spawn = mp.get_context("spawn")
-        stages, status_addr = self._specs(folder)
-        status.bind(status_addr)
-        old_int = signal.signal(signal.SIGINT, self._on_signal)
-        old_term = signal.signal(signal.SIGTERM, self._on_signal)
-        t_start = time.monotonic()
+        """Start, run to the end of all sources (or a stop), finish. Returns the summary."""
+        self._install_signals()
         try:
-            for spec in stages:  # downstream first: they bind
-                p = spawn.Process(target=stage_main, args=(spec, status_addr, self.log_level), name=spec.name,
-                                  daemon=True)
-                p.start()
-                self.procs[spec.name] = p
-            self._await_ready(status, {s.name for s in stages})
-            infer_addr = stages[-1].in_addr
-            for i, src in enumerate(self.cfg.sources):
-                spec = StageSpec(f"capture{i}", "", {}, None, infer_addr, self.policy, 1)
-                p = spawn.Process(target=capture_main, args=(spec, str(src), i, dict(self.cfg.source_options),
-                                                             status_addr, self.stop_event, self.log_level),
-                                  name=spec.name, daemon=True)
-                p.start()
-                self.procs[spec.name] = p
-            failed = self._watch(status, stages, ctx)
+            self.start()
+            while self.step(200):
+                pass
         finally:
-            signal.signal(signal.SIGINT, old_int)
-            signal.signal(signal.SIGTERM, old_term)
-            for p in self.procs.values():
-                p.join(timeout=5)
-                if p.is_alive():
-                    p.kill()
-            self._drain(status)
-            status.close()
-            ctx.term()
-            remove_private_folder(folder)  # sockets, and shared-memory rings a killed stage left
-        summary = self._summary(time.monotonic() - t_start, failed)
-        if self.cfg.summary:
-            from pathlib import Path
-
-            Path(self.cfg.summary).parent.mkdir(parents=True, exist_ok=True)
-            Path(self.cfg.summary).write_text(json.dumps(summary, indent=2))
+            summary = self.finish()
+            self._restore_signals()
         return summary
 
-    # -- internals -------------------------------------------------------------------------------
+    def start(self) -> None:
+        """Start every process and wait until all are ready (sources open, model loaded, outputs
+        open); raises :class:`PipelineError` (and cleans up) if one fails or a stop arrives first."""
+        self._started = True
+        self._t_start = time.monotonic()
+        self._folder = private_folder()
+        self._ctx = zmq.Context()
+        self._status = self._ctx.socket(zmq.PULL)
+        status_addr = ipc_address(self._folder, "status")
+        self._status.bind(status_addr)
+        self._specs = self._make_specs()
+        control_path = os.path.join(self._folder, "control")
+        self.control = Control(control_path, create=True)
+        try:
+            for spec in self._specs:
+                self.procs[spec.name] = _Child(spec.name, {
+                    "spec": dataclasses.asdict(spec), "status": status_addr, "control": control_path,
+                    "parent": os.getpid(), "log_level": self.log_level})
+            self._await_ready()
+        except BaseException:
+            self._abort()
+            raise
+        self.control.go.set()
+        self._next_line = time.monotonic() + (self.cfg.status_interval or 1e9)
 
-    def _on_signal(self, signum, _frame) -> None:
-        if self._interrupted:  # a second Ctrl-C: give up waiting
-            raise KeyboardInterrupt
-        self._interrupted = True
-        print("\nposestream: stopping: finishing the frames in flight (Ctrl-C again to abort)", file=self.out)
-        self.stop_event.set()
+    def step(self, timeout_ms: int = 200) -> bool:
+        """Handle status messages and failures for up to ``timeout_ms``; False once the output
+        process has finished (or everything is gone)."""
+        out = self.procs.get("output")
+        if out is None or not out.is_alive():
+            return False
+        if self._status.poll(timeout_ms):
+            while True:
+                try:
+                    self._handle(json.loads(self._status.recv(zmq.NOBLOCK)))
+                except zmq.Again:
+                    break
+        self._check_processes()
+        self._check_deadlines()
+        if self.cfg.status_interval and time.monotonic() >= self._next_line:
+            self._status_line()
+            self._next_line = time.monotonic() + self.cfg.status_interval
+        return out.is_alive()
+
+    def request_stop(self, signum: int | None = None) -> None:
+        """Stop capture and drain (first call), abort (second), kill (third). Safe from a signal handler."""
+        if self.control is None:
+            self.stop_requests += 1
+            return
+        self.stop_requests += 1
+        if signum is not None and self.signal is None:
+            self.signal = signum
+        if self.stop_requests == 1:
+            self._t_stop = time.monotonic()
+            self.control.stop.set()
+        elif self.stop_requests == 2:
+            self._abort()
+        else:
+            for p in self.procs.values():
+                if p.is_alive():
+                    p.kill()
+
+    def finish(self) -> dict:
+        """Wait for (or stop) every process, clean up, and return the summary. Idempotent."""
+        if self._finished:
+            return self._summary
+        self._finished = True
+        if self.cfg.status_interval and self._started and self._tty:
+            print("", file=self.out)
+        if self.control is not None:
+            self.control.stop.set()
+        deadline = time.monotonic() + max(self.cfg.stop_timeout, 1.0) + 5.0
+        while any(p.is_alive() for p in self.procs.values()) and time.monotonic() < deadline:
+            if self._status is not None and self._status.poll(50):
+                self._drain_status()
+            if time.monotonic() > deadline - 5.0:
+                self._abort()
+            self._check_processes()
+        for p in self.procs.values():
+            p.join(timeout=0.5)
+            if p.is_alive():
+                p.kill()
+                p.join(timeout=2)
+        if self._status is not None:
+            self._drain_status(300 if self.procs else 0)
+            self._status.close()
+            self._status = None
+        if self._ctx is not None:
+            self._ctx.term()
+            self._ctx = None
+        if self.control is not None:
+            self.control.close()
+        if self._folder is not None:
+            remove_private_folder(self._folder)  # sockets, control file, rings a killed stage left
+        self._summary = self._make_summary(time.monotonic() - self._t_start if self._started else 0.0)
+        if self.cfg.summary:
+            Path(self.cfg.summary).parent.mkdir(parents=True, exist_ok=True)
+            Path(self.cfg.summary).write_text(json.dumps(self._summary, indent=2))
+        return self._summary
+
+    # -- processes -------------------------------------------------------------------------------------
+
+    def _make_specs(self) -> list[StageSpec]:
+        from .sinks import SinkConfig, build_sinks
+
+        cfg, folder, n = self.cfg, self._folder, len(self.cfg.sources)
+        a = {name: ipc_address(folder, name) for name in STAGES}
+        sink_cfg = SinkConfig.from_dict(cfg.sink)
+        render_needed = any(s.needs_image for s in build_sinks(sink_cfg))  # builds, opens nothing
+        images_to_program = bool(self.results and self.results[1])
+        out_chain: list = []
+        if self.results is not None:
+            out_chain.append(["posestream.stream.stages:ResultTap",
+                              {"address": self.results[0], "policy": self.policy, "images": self.results[1]}])
+        if render_needed:
+            out_chain.append(["posestream.stream.stages:render_stage", {"config": cfg.render}])
+        out_chain.append(["posestream.stream.stages:output_stage", {"sink": cfg.sink}])
+        keep = render_needed or images_to_program
+        specs = [
+            StageSpec("output", out_chain, a["output"], None, self.policy, n, wait_meta=True, folder=folder,
+                      terminal=True),
+            StageSpec("track", [["posestream.stream.stages:track_stage", {"config": cfg.track}]], a["track"],
+                      a["output"], self.policy, n, wait_meta=True, folder=folder, keep_image=keep),
+            StageSpec("infer", [["posestream.stream.stages:infer_stage", {"config": cfg.infer}]], a["infer"],
+                      a["track"], self.policy, n, folder=folder, keep_image=keep),
+        ]
+        for i, src in enumerate(cfg.sources):
+            specs.append(StageSpec(f"capture{i}", [["posestream.stream.stages:capture_stage",
+                                                    {"source": str(src), "source_id": i,
+                                                     "options": dict(cfg.source_options or {})}]],
+                                   None, a["infer"], self.policy, 1, folder=folder))
+        return specs
+
+    def _await_ready(self) -> None:
+        names = set(self.procs)
+        deadline = time.monotonic() + self.cfg.startup_timeout
+        while set(self.ready) < names:
+            if self.stop_requests:
+                raise PipelineError("interrupted while starting")
+            if self._status.poll(100):
+                msg = json.loads(self._status.recv())
+                self._handle(msg)
+                if msg["type"] == "error":
+                    raise PipelineError(f"{msg['stage']}: {msg['message']}" if not msg.get("user")
+                                        else msg["message"], user=bool(msg.get("user")))
+            for name in names - set(self.ready):
+                p = self.procs[name]
+                if not p.is_alive():
+                    self._drain_status(200)
+                    if self.errors:
+                        raise PipelineError(self.errors[-1].split(": ", 1)[-1], user=p.exitcode == 2)
+                    raise PipelineError(f"stage {name} exited with {self._how(p)} while starting")
+            if time.monotonic() > deadline:
+                raise PipelineError(f"stages {sorted(names - set(self.ready))} did not start within "
+                                    f"{self.cfg.startup_timeout:.0f} s")
+        model = (self.ready.get("infer", {}).get("meta") or {}).get("model") or {}
+        if self.cfg.status_interval and model:
+            print(f"posestream: model {model.get('description', model.get('arch'))}", file=self.out)
 
     def _handle(self, msg: dict) -> None:
-        t = msg["type"]
+        t, stage = msg.get("type"), msg.get("stage", "?")
         if t == "error":
-            self.errors.append(f"{msg['stage']}: {msg['message']}")
-            if msg["stage"].startswith("capture") or msg.get("user"):
-                self.stop_event.set()
+            self.errors.append(msg["message"] if msg.get("user") else f"{stage}: {msg['message']}")
         elif t == "stats":
-            self.stats[msg["stage"]] = msg
+            self.stats[stage] = msg
         elif t == "ready":
-            self.stats.setdefault("ready", {})[msg["stage"]] = msg.get("info", "")
-            if msg["stage"].startswith("capture"):
-                LOG.info("stage %s ready (pid %d)", msg["stage"], msg["pid"])
+            self.ready[stage] = msg
+            LOG.info("stage %s ready (pid %s)", stage, msg.get("pid"))
         elif t == "progress":
             self.progress = msg
 
-    def _await_ready(self, status, names: set[str]) -> None:
-        deadline = time.monotonic() + self.cfg.startup_timeout
-        ready: set[str] = set()
-        while ready < names:
-            if status.poll(100):
-                msg = json.loads(status.recv())
-                self._handle(msg)
-                if msg["type"] == "ready":
-                    ready.add(msg["stage"])
-                    LOG.info("stage %s ready (pid %d)", msg["stage"], msg["pid"])
-                    if msg["stage"] == "infer" and self.cfg.status_interval:
-                        print(f"posestream: model {msg.get('info', '')}", file=self.out)
-                if msg["type"] == "error":
-                    self.stop_event.set()
-                    raise PipelineError(self.errors[-1])
-            for name in names - ready:
-                p = self.procs[name]
-                if not p.is_alive():
-                    raise PipelineError(self.errors[-1] if self.errors else f"stage {name} exited with {p.exitcode}")
-            if time.monotonic() > deadline:
-                raise PipelineError(f"stages {sorted(names - ready)} did not start within {self.cfg.startup_timeout:.0f} s")
-
-    def _watch(self, status, stages: list[StageSpec], ctx) -> str | None:
-        """Until the output stage exits. Returns the name of a stage that died, if any."""
-        order = [s.name for s in reversed(stages)]  # infer, track, output
-        next_line = time.monotonic() + (self.cfg.status_interval or 1e9)
-        self.progress = {}
-        failed = None
-        while self.procs["output"].is_alive():
-            if status.poll(200):
-                self._handle(json.loads(status.recv()))
-                continue
-            for name in order + [n for n in self.procs if n.startswith("capture")]:
-                p = self.procs[name]
-                if p.is_alive() or failed:
-                    continue
-                if p.exitcode not in (0, 2) or (name in order and p.exitcode == 2):
-                    if name == "output":
-                        break
-                    failed = name
-                    sig = -p.exitcode if p.exitcode and p.exitcode < 0 else None
-                    how = f"signal {signal.Signals(sig).name}" if sig else f"exit status {p.exitcode}"
-                    self.errors.append(f"stage {name} (pid {p.pid}) died ({how})")
-                    print(f"posestream: stage {name} died ({how}); finishing the recording", file=self.out)
-                    self.stop_event.set()
-                    if name in order:
-                        self._end_past(ctx, stages, name)
-                    else:  # a capture process: end its source's stream in its place
-                        self._send_eos(ctx, stages[-1].in_addr, [int(name[len("capture"):])])
-            if self.cfg.status_interval and time.monotonic() >= next_line:
-                self._status_line()
-                next_line = time.monotonic() + self.cfg.status_interval
-        if self.cfg.status_interval:
-            print("", file=self.out)
-        return failed
-
-    def _end_past(self, ctx, stages: list[StageSpec], dead: str) -> None:
-        """Send end-of-stream markers into the stage after ``dead`` so the rest can finish."""
-        spec = next(s for s in stages if s.name == dead)
-        if spec.out_addr is not None:
-            self._send_eos(ctx, spec.out_addr, range(len(self.cfg.sources)))
+    def _drain_status(self, timeout_ms: int = 0) -> None:
+        while self._status is not None and self._status.poll(timeout_ms):
+            self._handle(json.loads(self._status.recv()))
+            timeout_ms = min(timeout_ms, 50)
 
     @staticmethod
-    def _send_eos(ctx, address: str, source_ids) -> None:
-        tx = Sender(ctx, address, "lossless")
+    def _how(p) -> str:
+        code = p.exitcode
+        if code is not None and code < 0:
+            try:
+                return f"signal {signal.Signals(-code).name}"
+            except ValueError:
+                return f"signal {-code}"
+        return f"exit status {code}"
+
+    def _check_processes(self) -> None:
+        for name, p in self.procs.items():
+            if p.seen or p.is_alive():
+                continue
+            p.seen = True
+            if name.startswith("capture"):
+                if p.exitcode in (0, 2):   # ended, or a user error it reported (its marker was sent)
+                    continue
+            elif p.exitcode == 0:
+                continue
+            if name == "output":
+                if self.failed is None:
+                    self.failed = name
+                    self.errors.append(f"stage output (pid {p.pid}) died ({self._how(p)})")
+                continue
+            how = self._how(p)
+            self.errors.append(f"stage {name} (pid {p.pid}) died ({how})")
+            if self.failed is None:
+                self.failed = name
+                print(f"posestream: stage {name} died ({how}); finishing the recording", file=self.out)
+            self.control.stop.set()
+            if name in STAGES:
+                self._end_past(name)
+            else:  # a capture process: end its source's stream in its place
+                self._send_eos(self._addr("infer"), [int(name[len("capture"):])])
+
+    def _check_deadlines(self) -> None:
+        now = time.monotonic()
+        if self._t_stop is not None and self._t_abort is None and now - self._t_stop > self.cfg.stop_timeout:
+            LOG.warning("the frames in flight did not drain within %.1f s: aborting", self.cfg.stop_timeout)
+            self._abort()
+        if self._t_abort is not None and now - self._t_abort > 5.0:
+            for p in self.procs.values():
+                if p.is_alive():
+                    p.kill()
+
+    def _abort(self) -> None:
+        if self._t_abort is None:
+            self._t_abort = time.monotonic()
+            self.control.stop.set()
+            self.control.abort.set()
+
+    def _addr(self, name: str) -> str:
+        return ipc_address(self._folder, name)
+
+    def _end_past(self, dead: str) -> None:
+        """Send end-of-stream markers into the stage after ``dead`` so the rest can finish."""
+        spec = next(s for s in self._specs if s.name == dead)
+        if spec.out_addr is not None:
+            self._send_eos(spec.out_addr, range(len(self.cfg.sources)))
+
+    def _send_eos(self, address: str, source_ids) -> None:
+        tx = Sender(self._ctx, address, "lossless", shm=False)
         for i in source_ids:
             try:
                 tx.send(Frame(source_id=i, frame_id=-1, t_capture_ns=now_ns(), eos=True), timeout_ms=2000)
             except TimeoutError:
                 break
+        tx.sock.setsockopt(zmq.LINGER, 500)
         tx.close()
 
+    # -- signals and status -------------------------------------------------------------------------
+
+    def _install_signals(self) -> None:
+        for sig in EXIT_SIGNALS:
+            try:
+                self._old_handlers[sig] = signal.signal(sig, self._on_signal)
+            except ValueError:  # not the main thread
+                break
+
+    def _restore_signals(self) -> None:
+        for sig, old in self._old_handlers.items():
+            signal.signal(sig, old)
+        self._old_handlers = {}
+
+    def _on_signal(self, signum, _frame) -> None:
+        name = signal.Signals(signum).name
+        if self.stop_requests == 0:
+            print(f"\nposestream: {name}: stopping: finishing the frames in flight "
+                  f"(again to stop at once)", file=self.out, flush=True)
+        elif self.stop_requests == 1:
+            print(f"posestream: {name}: stopping now; the recording is being finalised", file=self.out, flush=True)
+        self.request_stop(signum)
+
     def _status_line(self) -> None:
-        p = getattr(self, "progress", {}) or {}
+        p = self.progress or {}
         lat = p.get("latency_ms")
-        line = (f"\rframes {p.get('out', 0):6d}  {p.get('fps', 0.0):5.1f} fps  latency "
+        line = (f"frames {p.get('out', 0):6d}  {p.get('fps', 0.0):5.1f} fps  latency "
                 f"{'-' if lat is None else f'{lat:6.0f}'} ms  dropped {p.get('gaps', 0)}")
-        print(line, end="", file=self.out, flush=True)
+        if self._tty:
+            print("\r" + line, end="", file=self.out, flush=True)
+        else:
+            print(line, file=self.out, flush=True)
 
-    def _drain(self, status) -> None:
-        while status.poll(300):
-            self._handle(json.loads(status.recv()))
+    # -- summary ------------------------------------------------------------------------------------
 
-    def _summary(self, wall_s: float, failed: str | None) -> dict:
+    def _make_summary(self, wall_s: float) -> dict:
         out = self.stats.get("output", {})
-        captured = sum(v.get("captured", 0) for k, v in self.stats.items() if k.startswith("capture"))
-        dropped = sum(v.get("dropped", 0) + v.get("dropped_send", 0) for k, v in self.stats.items()
-                      if isinstance(v, dict) and k != "ready")
-        stage_lat = dict(out.get("stage_latency_ms", {}))
+        caps = {k: v for k, v in self.stats.items() if k.startswith("capture")}
+        dropped = sum(v.get("dropped", 0) + v.get("dropped_send", 0) + v.get("source_dropped", 0)
+                      for v in self.stats.values())
+        timings = {k: LatencyHistogram.from_dict(v) for k, v in (out.get("timings_ms") or {}).items()}
+        e2e = LatencyHistogram.from_dict(out["capture_to_output_ms"]) if out.get("capture_to_output_ms") else \
+            LatencyHistogram()
+        per_source = []
+        out_src = out.get("per_source") or {}
+        for i, s in enumerate(self.cfg.sources):
+            c = caps.get(f"capture{i}", {})
+            o = out_src.get(str(i), {})
+            per_source.append({"source": str(s), "frames_in": c.get("captured", 0), "frames_out": o.get("frames_out", 0),
+                               "gaps": o.get("gaps", 0), "reconnects": c.get("reconnects", 0),
+                               "outages": c.get("outages", 0), "outage_s": round(c.get("outage_s", 0.0), 3)})
+        model = (self.ready.get("infer", {}).get("meta") or {}).get("model") or {}
+        interrupted = self.signal is not None or self.stop_requests > 0
+        errors = list(self.errors) + [f"output {name}: {msg}" for name, msg in (out.get("sink_errors") or {}).items()]
         return {
             "policy": self.policy, "sources": [str(s) for s in self.cfg.sources], "wall_s": wall_s,
-            "frames_in": captured, "frames_out": out.get("frames_out", 0), "frames_dropped": dropped,
-            "frame_id_gaps": out.get("frame_id_gaps", 0), "fps_out": out.get("fps"),
-            "stage_latency_ms": stage_lat, "capture_to_output_ms": out.get("capture_to_output_ms", {}),
-            "reconnects": sum(v.get("reconnects", 0) for k, v in self.stats.items() if k.startswith("capture")),
-            "outputs": out.get("outputs", {}), "interrupted": self._interrupted, "failed_stage": failed,
-            "errors": self.errors, "model": self.stats.get("ready", {}).get("infer", ""),
+            "frames_in": sum(v.get("captured", 0) for v in caps.values()), "frames_out": out.get("frames_out", 0),
+            "frames_dropped": dropped, "frame_id_gaps": out.get("frame_id_gaps", 0), "fps_out": out.get("fps"),
+            "stage_latency_ms": {k: h.percentiles((50, 95)) for k, h in timings.items()},
+            "capture_to_output_ms": e2e.percentiles((50, 95, 99)),
+            "reconnects": sum(v.get("reconnects", 0) for v in caps.values()),
+            "per_source": per_source, "outputs": out.get("outputs", {}),
+            "interrupted": interrupted, "signal": signal.Signals(self.signal).name if self.signal else None,
+            "aborted": self._t_abort is not None, "failed_stage": self.failed, "errors": errors,
+            "model": model.get("description", ""),
         }

@@ -149,21 +149,22 @@ class RenderConfig:
     """Options of :class:`RenderStage` (the ``render`` config section).
 
     Attributes:
-        skeleton: skeleton name (:func:`models.skeleton.get_skeleton`).
+        skeleton: skeleton name (:func:`models.skeleton.get_skeleton`); None: the model's.
         min_score: keypoints with score <= this are not drawn.
         thickness: limb thickness in pixels; ``None`` scales with the image size.
         hud: draw the fps / latency box.
         fps_window: number of recent frames (per source) the HUD's fps is computed from.
     """
 
-    skeleton: str = "coco17"
+    skeleton: str | None = None
     min_score: float = 0.1
     thickness: int | None = None
     hud: bool = True
     fps_window: int = 30
 
     def __post_init__(self) -> None:
-        get_skeleton(self.skeleton)  # fails early, listing the known names
+        if self.skeleton is not None:
+            get_skeleton(self.skeleton)  # fails early, listing the known names
         if not (isinstance(self.min_score, (int, float)) and math.isfinite(self.min_score)):
             raise ValueError(f"min_score must be a finite number, got {self.min_score!r}")
         if self.thickness is not None and (isinstance(self.thickness, bool) or int(self.thickness) < 1):
@@ -184,27 +185,34 @@ class RenderStage:
 
     The HUD shows, per source, the frame rate measured from the capture timestamps of the last
     ``fps_window`` frames and the latency from capture to this stage. Frames without an image
-    and end-of-stream frames pass through unchanged; an end of stream or a new epoch restarts
-    that source's fps measurement.
+    pass through unchanged; an end of stream or a new epoch (``end`` / ``reset``, called by the
+    runner) restarts that source's fps measurement. The skeleton is the model's (``open(meta)``
+    with ``meta["model"]["skeleton"]``) unless the config names one.
 
     Args:
         config: the options.
     """
 
+    name = "render"
+
     def __init__(self, config: RenderConfig | None = None) -> None:
         self.config = config or RenderConfig()
-        self.skeleton = get_skeleton(self.config.skeleton)
+        self.skeleton = get_skeleton(self.config.skeleton or "coco17")
         self._history: dict[int, deque] = {}
-        self._epoch: dict[int, int] = {}
 
-    def open(self) -> None:
-        """Nothing to acquire; present for the stage protocol."""
-        self.reset()
-
-    def reset(self) -> None:
-        """Forget the timestamps of all sources (stream restart)."""
+    def open(self, meta: dict | None = None) -> None:
+        """Take the model's skeleton from the metadata (unless the config names one)."""
+        model = (meta or {}).get("model") or {}
+        if self.config.skeleton is None and model.get("skeleton"):
+            self.skeleton = get_skeleton(model["skeleton"])
         self._history.clear()
-        self._epoch.clear()
+
+    def reset(self, source_id: int) -> None:
+        """That source restarted (new epoch): forget its timestamps."""
+        self._history.pop(source_id, None)
+
+    def end(self, source_id: int) -> None:
+        self._history.pop(source_id, None)
 
     def close(self) -> None:
         """Nothing to release; present for the stage protocol."""
@@ -218,19 +226,14 @@ class RenderStage:
         return (len(hist) - 1) * 1e9 / span if span > 0 else None
 
     def process(self, frame: Frame) -> Frame:
-        """Draw on ``frame.image`` (a copy when it is read-only) and record ``timings["render"]``."""
-        if frame.eos:
-            self._history.pop(frame.source_id, None)
-            self._epoch.pop(frame.source_id, None)
+        """Draw on ``frame.image`` (a copy when it is read-only)."""
+        if frame.eos or frame.image is None:
             return frame
-        if frame.image is None:
-            return frame
-        start = now_ns()
         src = frame.source_id
-        if self._epoch.get(src) != frame.epoch:
-            self._epoch[src] = frame.epoch
-            self._history[src] = deque(maxlen=int(self.config.fps_window))
-        self._history[src].append(int(frame.t_capture_ns))
+        hist = self._history.get(src)
+        if hist is None:
+            hist = self._history[src] = deque(maxlen=int(self.config.fps_window))
+        hist.append(int(frame.t_capture_ns))
         image = frame.image
         if not image.flags.writeable or not image.flags.c_contiguous:
             image = np.array(image, dtype=np.uint8, order="C", copy=True)
@@ -244,5 +247,4 @@ class RenderStage:
                 lines.append(f"people {len(frame.people)}")
             draw_hud(image, lines)
         frame.image = image
-        frame.timings["render"] = [start, now_ns()]
         return frame

@@ -1,18 +1,43 @@
-"""Stage processes: the loop that owns sockets, serialisation, timing and shutdown.
+"""Stage processes: the one loop that owns sockets, end-of-stream, epochs, timings and statistics.
 
-Stages (plain classes with ``open/process/close[/reset]``, no ZeroMQ) are built in the child
-process from a picklable :class:`StageSpec` (``"module:factory"`` + keyword arguments), so the
-same code runs under ``spawn``. Every process reports to the supervisor on a status socket with
-JSON messages (never pickle): ``{"stage", "type": "ready"|"stats"|"progress"|"error", ...}``.
+Every pipeline process — capture (one per source), inference, tracking, output — runs
+:func:`stage_main` on a :class:`StageSpec`: a chain of stages (see :mod:`stream.stage`) built in
+the child from ``"module:factory"`` names and keyword arguments (picklable, so it works under
+``spawn``). A capture process's input is its source; every other process's input is a ZeroMQ link
+(:class:`stream.transport.Receiver`). The loop, for each input frame:
+
+* control frames: the metadata frame of the stage upstream (``Frame.meta``) is awaited before
+  ``open`` when ``wait_meta`` is set; an end-of-stream marker calls ``end(source_id)`` on every
+  stage and is forwarded; the process ends once all its sources ended;
+* a frame with another epoch than the last of its source calls ``reset(source_id)`` first;
+* each stage's ``process`` is timed (``frame.timings[name]``) into a bounded histogram;
+* the last process (``terminal``) also measures capture-to-output latency, frames out, fps and
+  gaps (frames dropped upstream), and reports progress every 0.5 s.
+
+Every process reports to the supervisor on a status socket with JSON messages (never pickle):
+``{"stage", "type": "ready"|"stats"|"progress"|"error", "pid", ...}``.
+
+Lifecycle. Children ignore SIGINT, SIGTERM and SIGHUP while their supervisor lives (Ctrl-C,
+``systemctl stop`` and a closed terminal reach the whole process group; the supervisor alone
+decides, and shuts the pipeline down in order). They watch their parent: when it dies (SIGKILL,
+OOM killer), capture stops, every stage ends its streams and closes (the recording is finalised),
+the private folder is removed, and the process exits — within 1 s, by a hard exit if closing
+takes longer. Linux also delivers SIGTERM at once on the parent's death (``PR_SET_PDEATHSIG``).
+Shared events from the supervisor: ``stop`` (captures end their streams; the rest drains),
+``abort`` (stages stop processing and close now), ``go`` (captures start reading once every
+source is open, so a bad source fails the run before the first frame).
 """
 from __future__ import annotations
 
+import collections
+import ctypes
 import importlib
 import json
 import logging
 import os
 import signal
 import sys
+import threading
 import time
 import traceback
 from dataclasses import dataclass, field
@@ -20,22 +45,91 @@ from dataclasses import dataclass, field
 import zmq
 
 from .messages import Frame, now_ns
-from .transport import Receiver, Sender
+from .stats import LatencyHistogram
+from .transport import Receiver, Sender, remove_private_folder
 
-LOG = logging.getLogger(__name__)
+LOG = logging.getLogger("posestream.stream.runner")
 
-__all__ = ["StageSpec", "stage_main", "capture_main", "Status"]
+__all__ = ["StageSpec", "Control", "stage_main", "Status", "ORPHAN_EXIT_S", "main"]
+
+ORPHAN_EXIT_S = 0.8   # after the supervisor died: hard exit if closing takes longer than this
+_POLL_MS = 100
 
 
 @dataclass
 class StageSpec:
+    """What one process runs.
+
+    Attributes:
+        name: the process's name (``capture0``, ``infer``, ``track``, ``output``).
+        stages: ``[["module:factory", {kwargs}], ...]`` run in order on every frame.
+        in_addr: the link this process binds and receives from; None for a capture process.
+        out_addr: the link it sends to; None for the last process.
+        policy: ``live`` or ``lossless``.
+        n_sources: end-of-stream markers to wait for.
+        wait_meta: wait for the upstream's metadata frame before ``open``.
+        folder: the pipeline's private folder (removed by an orphaned process).
+        keep_image: send images on (False when no later stage needs them).
+        terminal: measure output latency, fps and gaps; report progress.
+    """
+
     name: str
-    factory: str                      # "module:callable" returning a stage
-    kwargs: dict = field(default_factory=dict)
+    stages: list = field(default_factory=list)
     in_addr: str | None = None
     out_addr: str | None = None
     policy: str = "lossless"
     n_sources: int = 1
+    wait_meta: bool = False
+    folder: str | None = None
+    keep_image: bool = True
+    terminal: bool = False
+
+
+class _Flag:
+    """One byte of the control file: set by the supervisor, read by every process."""
+
+    def __init__(self, mm, index: int) -> None:
+        self.mm, self.index = mm, index
+
+    def is_set(self) -> bool:
+        return self.mm[self.index] != 0
+
+    def set(self) -> None:
+        self.mm[self.index] = 1
+
+    def wait(self, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while not self.is_set():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            time.sleep(min(left, 0.02))
+        return True
+
+
+class Control:
+    """Flags shared by the supervisor and its processes: a small memory-mapped file in the private
+    folder (no pickles, no inherited handles). ``stop``: captures end their streams; ``abort``:
+    stages stop processing and close; ``go``: captures start reading."""
+
+    SIZE = 8
+
+    def __init__(self, path: str, create: bool = False) -> None:
+        import mmap
+
+        self.path = path
+        if create:
+            with open(path, "wb") as f:
+                f.write(b"\0" * self.SIZE)
+        with open(path, "r+b") as f:
+            self.mm = mmap.mmap(f.fileno(), self.SIZE)
+        self.stop, self.abort, self.go = _Flag(self.mm, 0), _Flag(self.mm, 1), _Flag(self.mm, 2)
+
+    def close(self) -> None:
+        try:
+            self.mm.close()
+        except (BufferError, ValueError):
+            pass
 
 
 class Status:
@@ -58,153 +152,382 @@ class Status:
         self.sock.close()
 
 
-def _build(spec: StageSpec):
-    module, _, attr = spec.factory.partition(":")
-    return getattr(importlib.import_module(module), attr)(**spec.kwargs)
-
-
-def _child_setup(log_level: int) -> None:
-    # Ctrl-C goes to the whole process group: only the supervisor reacts, and it shuts the
-    # pipeline down in order (so the recording is finalised); children ignore SIGINT.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    logging.basicConfig(level=log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+def _build(factory: str, kwargs: dict):
+    module, _, attr = factory.partition(":")
+    return getattr(importlib.import_module(module), attr)(**(kwargs or {}))
 
 
 def _error_line(e: BaseException) -> str:
-    msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-    return msg
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__
 
 
-def stage_main(spec: StageSpec, status_addr: str, log_level: int = logging.WARNING) -> None:
-    """Process entry point of a processing stage (infer, track, output)."""
-    _child_setup(log_level)
+# -- lifecycle --------------------------------------------------------------------------------------
+
+
+class _Orphan:
+    """Watches the parent: ``event`` is set when it is gone; a hard exit follows ``ORPHAN_EXIT_S`` later."""
+
+    def __init__(self, parent_pid: int, folder: str | None) -> None:
+        self.parent_pid = parent_pid
+        self.folder = folder
+        self.event = threading.Event()
+        self._done = threading.Event()
+        threading.Thread(target=self._watch, name="parent-watch", daemon=True).start()
+
+    def gone(self) -> bool:
+        return os.getppid() != self.parent_pid
+
+    def _watch(self) -> None:
+        while not self.event.is_set() and not self._done.is_set():
+            if self.gone():
+                self.event.set()
+                break
+            self.event.wait(0.05)
+        if self._done.is_set():
+            return
+        LOG.warning("the supervisor (pid %d) is gone: shutting down", self.parent_pid)
+        if not self._done.wait(ORPHAN_EXIT_S):
+            self.cleanup()
+            os._exit(3)
+
+    def on_signal(self, signum, _frame) -> None:
+        if self.gone():  # SIGTERM from PR_SET_PDEATHSIG, or a group signal after the supervisor died
+            self.event.set()
+
+    def cleanup(self) -> None:
+        if self.folder and self.gone():
+            try:
+                remove_private_folder(self.folder)
+            except OSError:
+                pass
+
+    def done(self) -> None:
+        self._done.set()
+
+
+def _child_setup(log_level: int, parent_pid: int, folder: str | None) -> _Orphan:
+    logging.basicConfig(level=log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    orphan = _Orphan(parent_pid, folder)
+    # SIGINT (Ctrl-C), SIGTERM (systemctl / docker stop) and SIGHUP (terminal closed) reach the whole
+    # group; only the supervisor reacts, and shuts the pipeline down in order.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, orphan.on_signal)
+    if sys.platform.startswith("linux"):
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(1, int(signal.SIGTERM), 0, 0, 0)  # PR_SET_PDEATHSIG
+        except (OSError, AttributeError):
+            pass
+    if orphan.gone():  # died before the signal was armed
+        orphan.event.set()
+    return orphan
+
+
+# -- statistics ---------------------------------------------------------------------------------------
+
+
+class RunStats:
+    """Bounded statistics of one process: fixed-size histograms, no per-frame lists."""
+
+    def __init__(self, terminal: bool) -> None:
+        self.terminal = terminal
+        self.busy = {}                                    # stage name -> LatencyHistogram of process()
+        self.timings: dict[str, LatencyHistogram] = {}    # terminal: every stage's time, from frame.timings
+        self.e2e = LatencyHistogram()                     # terminal: capture -> output
+        self.recent = collections.deque(maxlen=30)
+        self.out = 0
+        self.gaps = 0
+        self.late = 0
+        self.last_id: dict[int, int] = {}
+        self.per_source: dict[int, dict] = {}
+        self.t_first = self.t_last = None
+
+    def stage(self, name: str, ns: int) -> None:
+        h = self.busy.get(name)
+        if h is None:
+            h = self.busy[name] = LatencyHistogram()
+        h.add(ns / 1e6)
+
+    def output(self, frame: Frame) -> None:
+        t = now_ns()
+        self.out += 1
+        sid = frame.source_id
+        src = self.per_source.setdefault(sid, {"frames_out": 0, "gaps": 0})
+        src["frames_out"] += 1
+        prev = self.last_id.get(sid)
+        if prev is not None and frame.frame_id > prev + 1:
+            gap = frame.frame_id - prev - 1  # frames dropped on the way (live policy)
+            self.gaps += gap
+            src["gaps"] += gap
+        self.last_id[sid] = frame.frame_id
+        for name, (t0, t1) in frame.timings.items():
+            h = self.timings.get(name)
+            if h is None:
+                h = self.timings[name] = LatencyHistogram()
+            h.add((t1 - t0) / 1e6)
+        ms = (t - frame.t_capture_ns) / 1e6
+        self.e2e.add(ms)
+        self.recent.append(ms)
+        self.t_first = self.t_first or t
+        self.t_last = t
+
+    def fps(self) -> float:
+        if self.out > 1 and self.t_last > self.t_first:
+            return (self.out - 1) / ((self.t_last - self.t_first) / 1e9)
+        return 0.0
+
+    def progress(self) -> dict:
+        recent = sorted(self.recent)
+        return {"out": self.out, "fps": self.fps(), "gaps": self.gaps,
+                "latency_ms": recent[len(recent) // 2] if recent else None,
+                "stage_ms": {k: h.percentile(50) for k, h in self.timings.items()}}
+
+    def summary(self) -> dict:
+        d = {"busy_ms": {k: h.to_dict() for k, h in self.busy.items()}}
+        if self.terminal:
+            d.update({"frames_out": self.out, "frame_id_gaps": self.gaps, "fps": self.fps(),
+                      "per_source": {str(k): v for k, v in self.per_source.items()},
+                      "timings_ms": {k: h.to_dict() for k, h in self.timings.items()},
+                      "capture_to_output_ms": self.e2e.to_dict()})
+        return d
+
+
+# -- inputs ------------------------------------------------------------------------------------------
+
+
+class _LinkInput:
+    def __init__(self, rx: Receiver) -> None:
+        self.rx = rx
+
+    def next(self) -> Frame | None:
+        return self.rx.recv(timeout_ms=_POLL_MS)
+
+
+class _SourceInput:
+    """A capture stage's source as the loop's input: frames, then one end-of-stream marker."""
+
+    def __init__(self, capture) -> None:
+        self.capture = capture
+        self.it = iter(capture)
+        self.done = False
+
+    def next(self) -> Frame | None:
+        if self.done:
+            return None
+        try:
+            return next(self.it)
+        except StopIteration:
+            self.done = True
+            return self.capture.eos_frame()
+
+
+# -- the loop ------------------------------------------------------------------------------------------
+
+
+def _send(tx: Sender, frame: Frame, halt) -> bool:
+    """Send, waiting (lossless) in short steps so that a halt is noticed. False if halted first."""
+    while True:
+        try:
+            return tx.send(frame, timeout_ms=200) or True
+        except TimeoutError:
+            if halt():
+                return False
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m posestream.stream.runner JSON``: the entry point the supervisor starts every
+    process with (a fresh interpreter: nothing inherited, nothing of the caller's ``__main__``
+    imported, the spec as JSON)."""
+    args = json.loads((argv if argv is not None else sys.argv[1:])[0])
+    stage_main(StageSpec(**args["spec"]), args["status"], Control(args["control"]), int(args["parent"]),
+               int(args.get("log_level", logging.WARNING)))
+
+
+def stage_main(spec: StageSpec, status_addr: str, control: Control, parent_pid: int,
+               log_level: int = logging.WARNING) -> None:
+    """Process entry point of every pipeline process."""
+    orphan = _child_setup(log_level, parent_pid, spec.folder)
     ctx = zmq.Context()
     status = Status(ctx, status_addr, spec.name)
-    rx = tx = stage = None
+    stats = RunStats(spec.terminal)
+    stages: list = []
+    opened: list = []
+    rx = tx = None
     code = 0
+    capture = spec.in_addr is None
+    ended: set[int] = set()
+    epochs: dict[int, int] = {}
+
+    def halted() -> bool:
+        return orphan.event.is_set() or control.abort.is_set()
+
+    def stopped() -> bool:  # captures end their streams
+        return halted() or control.stop.is_set()
+
     try:
-        stage = _build(spec)
-        rx = Receiver(ctx, spec.in_addr, spec.policy)
+        stages = [_build(f, kw) for f, kw in spec.stages]
+        if capture:
+            inp = _SourceInput(stages[0])
+            # a source blocked in a read or a reconnection wait is told to stop from this thread
+            threading.Thread(target=_stop_source_when, args=(stages[0], stopped), daemon=True).start()
+        else:
+            rx = Receiver(ctx, spec.in_addr, spec.policy)
+            inp = _LinkInput(rx)
         tx = Sender(ctx, spec.out_addr, spec.policy) if spec.out_addr else None
-        stage.open()
-        status.send("ready", info=getattr(stage, "description", ""))
-        ended: set[int] = set()
-        busy_ns = 0
-        next_progress = time.monotonic() + 0.5
-        while len(ended) < spec.n_sources:
-            if hasattr(stage, "progress") and time.monotonic() >= next_progress:
-                status.send("progress", **stage.progress())
-                next_progress = time.monotonic() + 0.5
-            frame = rx.recv(timeout_ms=200)
-            if frame is None:
-                if os.getppid() == 1:  # the supervisor is gone
+        meta: dict = {}
+        if spec.wait_meta:
+            meta = _await_meta(rx, halted)
+        for st in stages:
+            if halted():
+                break
+            if hasattr(st, "halted"):
+                st.halted = halted
+            meta.update(st.open(dict(meta)) or {})
+            opened.append(st)
+        status.send("ready", meta=meta)
+        if tx is not None and not halted():
+            _send(tx, Frame(source_id=-1, frame_id=-1, t_capture_ns=now_ns(), meta=meta), halted)
+        if capture:
+            while not control.go.wait(0.05):
+                if stopped():
                     break
+        next_progress = time.monotonic() + 0.5
+        while len(ended) < spec.n_sources and not halted():
+            if capture and stopped():
+                break
+            if spec.terminal and time.monotonic() >= next_progress:
+                status.send("progress", **stats.progress())
+                next_progress = time.monotonic() + 0.5
+            frame = inp.next()
+            if frame is None or frame.meta is not None:  # nothing yet, or a late upstream's metadata
                 continue
+            sid = frame.source_id
             if frame.eos:
-                ended.add(frame.source_id)
-                out = stage.process(frame)
-                if tx is not None:
-                    tx.send(out if out is not None else frame)
+                LOG.debug("%s: end of stream %d", spec.name, sid)
+                if sid not in ended:
+                    ended.add(sid)
+                    epochs.pop(sid, None)
+                    for st in opened:
+                        st.end(sid)
+                    if tx is not None:
+                        _send(tx, frame, halted)
                 continue
-            t0 = now_ns()
-            out = stage.process(frame)
-            t1 = now_ns()
-            busy_ns += t1 - t0
+            if sid in ended:
+                stats.late += 1
+                continue
+            prev = epochs.get(sid)
+            if prev is not None and prev != frame.epoch:
+                for st in opened:
+                    st.reset(sid)
+            epochs[sid] = frame.epoch
+            if capture:
+                frame.timings["capture"] = [frame.t_capture_ns, now_ns()]
+            out = frame
+            for st in opened:
+                t0 = now_ns()
+                out = st.process(out)
+                t1 = now_ns()
+                stats.stage(st.name, t1 - t0)
+                if out is None:
+                    break
+                if not capture:
+                    out.timings[st.name] = [t0, t1]
             if out is None:
                 continue
-            out.timings[spec.name] = [t0, t1]
+            if spec.terminal:
+                stats.output(out)
             if tx is not None:
-                tx.send(out)
-        status.send("stats", received=rx.received, dropped=rx.dropped,
-                    dropped_send=tx.dropped if tx else 0, busy_s=busy_ns / 1e9,
-                    **(stage.summary() if hasattr(stage, "summary") else {}))
+                if not spec.keep_image:
+                    out.image = None
+                _send(tx, out, halted)
+        extra = {}
+        if capture and stages:
+            extra = stages[0].summary()
+        status.send("stats", received=rx.received if rx else 0, dropped=rx.dropped if rx else 0,
+                    dropped_send=tx.dropped if tx else 0, late=stats.late, **stats.summary(), **extra,
+                    **_stage_summaries(opened))
     except Exception as e:  # one line to the supervisor; the traceback only in debug logs
         LOG.debug("stage %s failed:\n%s", spec.name, traceback.format_exc())
-        status.send("error", message=_error_line(e))
-        code = 1
+        user = bool(getattr(e, "user_error", False))
+        status.send("error", message=_error_line(e), user=user)
+        code = 2 if user else 1
     finally:
-        if stage is not None:
-            try:
-                stage.close()
-            except Exception as e:
-                status.send("error", message=f"closing: {_error_line(e)}")
-                code = 1
+        code = _finish(spec, opened, ended, tx, status, code, halted, stages if capture else [])
         for s in (rx, tx):
             if s is not None:
-                s.close()
+                try:
+                    s.close()
+                except Exception:  # noqa: BLE001 - closing what is left
+                    pass
         status.close()
         ctx.term()
+        if orphan.event.is_set():
+            orphan.cleanup()
+        orphan.done()
     sys.exit(code)
 
 
-def capture_main(spec: StageSpec, source: str, source_id: int, source_options: dict, status_addr: str,
-                 stop_event, log_level: int = logging.WARNING) -> None:
-    """Process entry point of a capture stage: one per source."""
-    _child_setup(log_level)
-    ctx = zmq.Context()
-    status = Status(ctx, status_addr, spec.name)
-    tx = Sender(ctx, spec.out_addr, spec.policy)
-    code = 0
-    frames = 0
-    last = None
-    src = None
-    try:
-        from .sources import SourceError, open_source, source_kind
-    except Exception as e:  # keep the end-of-stream guarantee below even for a broken install
-        SourceError, open_source = RuntimeError, None
-        status.send("error", message=_error_line(e))
-    try:
-        if open_source is None:
-            raise RuntimeError("sources unavailable")
-        # options are given per kind of source: {file: {...}, rtsp: {...}, webcam: {...}, images: {...}}
-        src = open_source(source, source_id, **dict(source_options.get(source_kind(source)) or {}))
-        # an RTSP source retrying forever never reaches the loop below: stop it from a thread
-        if hasattr(src, "stop"):
-            import threading
-
-            threading.Thread(target=lambda: (stop_event.wait(), src.stop()), daemon=True).start()
-        with src:
-            status.send("ready", info=f"{getattr(src, 'kind', '?')} {source}", fps=getattr(src, "fps", None),
-                        live=bool(getattr(src, "live", False)))
-            for frame in src:
-                if stop_event.is_set():
-                    break
-                frame.timings["capture"] = [frame.t_capture_ns, now_ns()]
-                tx.send(frame)
-                frames += 1
-                last = frame
-    except (SourceError, ValueError) as e:
-        status.send("error", message=_error_line(e), user=True)
-        code = 2
-    except Exception as e:
-        LOG.debug("capture %s failed:\n%s", source, traceback.format_exc())
-        status.send("error", message=_error_line(e))
-        code = 1
-    finally:
-        eos = Frame(source_id=source_id, frame_id=(last.frame_id + 1) if last else 0, t_capture_ns=now_ns(),
-                    epoch=last.epoch if last else 0, eos=True)
+def _finish(spec, opened, ended, tx, status, code, halted, capture_stages) -> int:
+    """End every stream not yet ended, forward the markers, close every stage (always)."""
+    n = spec.n_sources
+    sids = [s.source_id for s in capture_stages] if capture_stages else range(n)
+    for sid in sids:
+        if sid in ended:
+            continue
+        for st in opened:
+            try:
+                st.end(sid)
+            except Exception as e:  # noqa: BLE001
+                status.send("error", message=f"ending stream {sid}: {_error_line(e)}")
+                code = code or 1
+        if tx is not None:
+            eos = capture_stages[0].eos_frame() if capture_stages else Frame(
+                source_id=sid, frame_id=-1, t_capture_ns=now_ns(), eos=True)
+            try:
+                tx.send(eos, timeout_ms=2000 if not halted() else 200)
+            except TimeoutError:
+                pass
+    for st in reversed(opened):
         try:
-            tx.send(eos, timeout_ms=10000)
-        except TimeoutError:
-            pass
-        status.send("stats", captured=frames, dropped_send=tx.dropped,
-                    reconnects=getattr(src, "reconnects", 0) if src is not None else 0,
-                    source_dropped=getattr(src, "dropped", 0) if src is not None else 0)
-        tx.close()
-        status.close()
-        ctx.term()
-    sys.exit(code)
+            st.close()
+        except Exception as e:  # noqa: BLE001
+            status.send("error", message=f"closing {getattr(st, 'name', '?')}: {_error_line(e)}")
+            code = code or 1
+    for st in capture_stages:  # built but maybe never opened: release what open() may hold
+        if st not in opened:
+            try:
+                st.close()
+            except Exception:  # noqa: BLE001
+                pass
+    return code
 
 
-def wait_ready(poller_sock, names: set[str], timeout_s: float) -> dict:
-    """Collect "ready" messages until all ``names`` reported (or an error / timeout)."""
-    got: dict = {}
-    deadline = time.monotonic() + timeout_s
-    while names - set(got) and time.monotonic() < deadline:
-        if poller_sock.poll(100):
-            msg = json.loads(poller_sock.recv())
-            if msg["type"] == "error":
-                return {"error": msg}
-            if msg["type"] == "ready":
-                got[msg["stage"]] = msg
-    return got
+def _stage_summaries(stages) -> dict:
+    out: dict = {}
+    for st in stages:
+        if hasattr(st, "summary") and not hasattr(st, "eos_frame"):
+            out.update(st.summary() or {})
+    return out
+
+
+def _await_meta(rx: Receiver, halted) -> dict:
+    """The upstream stage's metadata frame (the first message on the link)."""
+    while not halted():
+        f = rx.recv(timeout_ms=_POLL_MS)
+        if f is not None and f.meta is not None:
+            return dict(f.meta)
+        if f is not None:
+            raise RuntimeError(f"expected the upstream stage's metadata first, got frame {f.frame_id}")
+    return {}
+
+
+def _stop_source_when(capture, stopped) -> None:
+    while not stopped():
+        time.sleep(0.05)
+    capture.stop()
+
+
+if __name__ == "__main__":
+    main()

@@ -4,7 +4,9 @@ Writers are context managers that open their file in the constructor (like :func
 finalise it in ``close()``, which ``__exit__`` calls also while an exception (or Ctrl-C) is
 propagating: a recording cut short by an error is a playable file holding every frame written.
 
-:class:`SinkStage` is the pipeline stage on top of them. Its file layout with several sources:
+:class:`Sink` objects (:class:`Mp4Sink`, :class:`JsonlSink`, :class:`WindowSink`, and the live
+outputs) are the pipeline's outputs on top of them; :class:`OutputStage` hands every frame to
+each, independently. File layout with several sources:
 
 * MP4: one file per source. While a single source has been seen the file is ``record`` as given;
   every further source writes ``{stem}_s{source_id}{suffix}``, and ``close()`` renames the first
@@ -32,7 +34,8 @@ from posestream.stream.cli import UserError
 from posestream.stream.messages import Frame
 from posestream.models.config import from_section
 
-__all__ = ["Mp4Writer", "JsonlWriter", "SinkConfig", "SinkStage", "WindowSink", "source_path"]
+__all__ = ["Mp4Writer", "JsonlWriter", "SinkConfig", "Sink", "Mp4Sink", "JsonlSink", "WindowSink", "OutputStage",
+           "build_sinks", "source_path", "frame_record"]
 
 LOG = logging.getLogger(__name__)
 
@@ -254,7 +257,7 @@ def source_path(path: str | os.PathLike, source_id: int) -> Path:
 
 @dataclass
 class SinkConfig:
-    """Options of :class:`SinkStage` (the ``sink`` config section).
+    """Options of the output sinks (the ``sink`` config section).
 
     Attributes:
         record: MP4 path (one file per source, see the module docstring); ``None``: no video.
@@ -274,10 +277,12 @@ class SinkConfig:
 
     def __post_init__(self) -> None:
         if isinstance(self.fps, bool) or not isinstance(self.fps, (int, float)) or not (
-                math.isfinite(self.fps) and self.fps > 0):
-            raise ValueError(f"fps must be a number > 0, got {self.fps!r}")
+                math.isfinite(self.fps) and 0 < self.fps <= 1000):
+            raise ValueError(f"fps must be a number in (0, 1000], got {self.fps!r}")
         if isinstance(self.crf, bool) or not isinstance(self.crf, int) or not 0 <= self.crf <= 51:
             raise ValueError(f"crf must be an integer in 0..51, got {self.crf!r}")
+        if self.preset not in _X264_PRESETS:
+            raise ValueError(f"preset must be one of {', '.join(_X264_PRESETS)}, got {self.preset!r}")
         if not isinstance(self.show, bool):
             raise ValueError(f"show must be true or false, got {self.show!r}")
 
@@ -285,6 +290,59 @@ class SinkConfig:
     def from_dict(cls, d: dict | None) -> "SinkConfig":
         """Build from a config section; an unknown key is an error that names it."""
         return from_section(cls, d, "sink option")
+
+    def output_paths(self) -> dict[str, str]:
+        """The files this configuration writes: ``{"record": ..., "jsonl": ...}`` (set ones only)."""
+        return {k: v for k, v in (("record", self.record), ("jsonl", self.jsonl)) if v is not None}
+
+
+_X264_PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow")
+
+
+def build_sinks(config: SinkConfig) -> list:
+    """The sinks a :class:`SinkConfig` asks for, in a fixed order (MP4, JSONL, window)."""
+    sinks: list = []
+    if config.record is not None:
+        sinks.append(Mp4Sink(config.record, fps=config.fps, crf=config.crf, preset=config.preset))
+    if config.jsonl is not None:
+        sinks.append(JsonlSink(config.jsonl))
+    if config.show:
+        sinks.append(WindowSink())
+    return sinks
+
+
+class Sink:
+    """An output of the pipeline: gets every frame that reaches the output process, in order.
+
+    Each sink is independent: one that fails (a full disk, a closed window) is closed and reported
+    without stopping the others. ``needs_image``: the sink wants the rendered image (the render
+    stage runs only when a sink does).
+    """
+
+    name = "sink"
+    needs_image = False
+
+    def open(self, meta: dict) -> None:
+        pass
+
+    def write(self, frame: Frame) -> None:
+        raise NotImplementedError
+
+    def reset(self, source_id: int) -> None:
+        pass
+
+    def end(self, source_id: int) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+    @property
+    def paths(self) -> dict[str, str]:
+        return {}
+
+    def summary(self) -> dict:
+        return {}
 
 
 class _Recording:
@@ -295,90 +353,67 @@ class _Recording:
         self.epoch = epoch
         self.offset = 0.0  # added to source pts so that a restarted stream continues the file
         self.last_pts: float | None = None
+        self.new_epoch = False
         self.done = False
 
 
-class SinkStage:
-    """Writes frames to an MP4 recording and/or a JSON Lines file (and a window), in arrival order.
+class Mp4Sink(Sink):
+    """H.264 MP4 recordings, one per source (see the module docstring for the file names).
 
-    Files are opened lazily on the first frame (the MP4's size from that frame's image, its fps
-    from ``frame.info["fps"]`` or ``config.fps``) and closed by :meth:`close`. An end-of-stream
-    frame is not written; it finalises that source's MP4 at once, and later frames of a source
-    that ended are dropped (counted in ``dropped``). A frame whose image size differs from the
-    recording's (a camera that came back at another resolution) is resized to it. When a new
-    epoch starts with pts not after the last one written (a restarted stream), the pts are
-    shifted to continue one frame interval after it. With ``show``, :meth:`open` opens the window
-    (failing at once without a GUI) and every frame is shown until the user presses q or Esc.
-
-    Args:
-        config: the options.
+    A recording opens on its source's first frame (size from the image, rate from
+    ``frame.info["fps"]`` or ``fps``) and is finalised at that source's end of stream or at
+    :meth:`close`. A frame whose size differs from the recording's (a camera back at another
+    resolution) is resized to it. After a new epoch whose pts do not follow the last one written
+    (a restarted stream), pts are shifted to continue one frame interval after it.
 
     Attributes:
-        frames_in: non-eos frames received.
-        dropped: frames not written to the MP4 (source already ended, or no image).
-        resized: frames resized to the recording's size.
-        paths: JSON-serialisable ``{"record_s{source_id}": path, "jsonl": path}`` of the files written.
+        frames_written, dropped (frames after the source's end, or without an image), resized.
     """
 
-    def __init__(self, config: SinkConfig | None = None) -> None:
-        self.config = config or SinkConfig()
+    name = "mp4"
+    needs_image = True
+
+    def __init__(self, path: str | os.PathLike, fps: float = 30.0, crf: int = 23, preset: str = "veryfast") -> None:
+        self.path = Path(path)
+        self.fps, self.crf, self.preset = fps, crf, preset
         self._recordings: dict[int, _Recording] = {}
         self._first_source: int | None = None
-        self._jsonl: JsonlWriter | None = None
-        self.frames_in = 0
+        self._paths: dict[int, Path] = {}
+        self.frames_written = 0
         self.dropped = 0
         self.resized = 0
-        self._paths: dict[int, Path] = {}
-        self._window: WindowSink | None = None
 
     @property
     def paths(self) -> dict[str, str]:
-        out = {f"record_s{src}": str(p) for src, p in sorted(self._paths.items())}
-        if self._jsonl is not None:
-            out["jsonl"] = str(self._jsonl.path)
-        return out
-
-    def open(self) -> None:
-        """Open the window when ``show`` is set; files open lazily on the first frame (size and rate come from it).
-
-        Raises:
-            UserError: ``show`` without a GUI build of OpenCV.
-        """
-        if self.config.show and self._window is None:
-            window = WindowSink()
-            window.open()
-            self._window = window
-
-    def reset(self) -> None:
-        """Nothing to forget: pts continuity across a restart is handled per epoch."""
-
-    def __enter__(self) -> "SinkStage":
-        self.open()
-        return self
-
-    def __exit__(self, exc_type, exc, tb) -> bool:
-        self.close()
-        return False
+        return {f"record_s{src}": str(p) for src, p in sorted(self._paths.items())}
 
     def _recording_path(self, source_id: int) -> Path:
         if self._first_source is None:
             self._first_source = source_id
         if source_id == self._first_source:
-            return Path(self.config.record)
-        return source_path(self.config.record, source_id)
+            return self.path
+        return source_path(self.path, source_id)
 
     def _open_recording(self, frame: Frame) -> _Recording:
         h, w = frame.image.shape[:2]
         fps = frame.info.get("fps") if isinstance(frame.info, dict) else None
         if not (isinstance(fps, (int, float)) and not isinstance(fps, bool) and math.isfinite(fps) and fps > 0):
-            fps = self.config.fps
+            fps = self.fps
         path = self._recording_path(frame.source_id)
-        writer = Mp4Writer(path, float(fps), w, h, crf=self.config.crf, preset=self.config.preset)
+        writer = Mp4Writer(path, float(fps), w, h, crf=self.crf, preset=self.preset)
         self._paths[frame.source_id] = path
         LOG.info("recording source %d to %s (%dx%d, %.3g fps)", frame.source_id, path, w, h, fps)
         return _Recording(writer, frame.epoch)
 
-    def _record(self, frame: Frame) -> None:
+    def reset(self, source_id: int) -> None:
+        rec = self._recordings.get(source_id)
+        if rec is not None:
+            rec.new_epoch = True
+
+    def write(self, frame: Frame) -> None:
+        if frame.image is None:
+            self.dropped += 1
+            return
         rec = self._recordings.get(frame.source_id)
         if rec is None:
             rec = self._recordings[frame.source_id] = self._open_recording(frame)
@@ -398,66 +433,137 @@ class SinkStage:
         pts = None
         if frame.pts is not None:
             pts = float(frame.pts) + rec.offset
-            if frame.epoch != rec.epoch:
+            if rec.new_epoch or frame.epoch != rec.epoch:
+                rec.new_epoch = False
                 rec.epoch = frame.epoch
                 if rec.last_pts is not None and pts <= rec.last_pts:
                     rec.offset += rec.last_pts + 1.0 / float(wr.rate) - pts
                     pts = float(frame.pts) + rec.offset
             rec.last_pts = pts
         wr.write(image, pts)
+        self.frames_written += 1
 
-    def process(self, frame: Frame) -> Frame:
-        """Write one frame (eos: finalise that source's MP4). Returns the frame unchanged."""
-        if frame.eos:
-            rec = self._recordings.get(frame.source_id)
-            if rec is not None and not rec.done:
-                rec.writer.close()
-                rec.done = True
-            return frame
-        self.frames_in += 1
-        if self.config.jsonl is not None:
-            if self._jsonl is None:
-                self._jsonl = JsonlWriter(self.config.jsonl)
-            self._jsonl.write(frame)
-        if self.config.record is not None:
-            if frame.image is None:
-                self.dropped += 1
-            else:
-                self._record(frame)
-        if self._window is not None and frame.image is not None:
-            if not self._window.show(frame.image, frame.source_id):
-                LOG.info("window closed by the user; recording goes on")
-                self._window.close()
-                self._window = None
-        return frame
+    def end(self, source_id: int) -> None:
+        rec = self._recordings.get(source_id)
+        if rec is not None and not rec.done:
+            rec.done = True
+            rec.writer.close()
 
     def close(self) -> None:
         """Finalise every file (all are attempted; the first error is raised after). Safe to call again."""
         errors = []
-        if self._window is not None:
-            self._window.close()
-            self._window = None
         for rec in self._recordings.values():
             try:
                 rec.writer.close()
             except Exception as e:  # noqa: BLE001 - keep closing the others
                 errors.append(e)
             rec.done = True
-        if self._jsonl is not None:
-            try:
-                self._jsonl.close()
-            except Exception as e:  # noqa: BLE001
-                errors.append(e)
         first = self._first_source
-        if len(self._recordings) > 1 and first is not None and self._paths.get(first) == Path(self.config.record):
-            target = source_path(self.config.record, first)
+        if len(self._recordings) > 1 and first is not None and self._paths.get(first) == self.path:
+            target = source_path(self.path, first)
             os.replace(self._paths[first], target)
             self._paths[first] = target
         if errors:
             raise errors[0]
 
+    def summary(self) -> dict:
+        return {"frames_recorded": self.frames_written}
 
-class WindowSink:
+
+class JsonlSink(Sink):
+    """Keypoints of every frame (all sources) as JSON Lines (:class:`JsonlWriter`); opened on the first frame."""
+
+    name = "jsonl"
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        self.path = Path(path)
+        self._writer: JsonlWriter | None = None
+
+    @property
+    def paths(self) -> dict[str, str]:
+        return {"jsonl": str(self.path)} if self._writer is not None else {}
+
+    def write(self, frame: Frame) -> None:
+        if self._writer is None:
+            self._writer = JsonlWriter(self.path)
+        self._writer.write(frame)
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+
+
+class OutputStage:
+    """The last stage: hands every frame to each sink. A sink that raises is closed and reported
+    (``sink_errors``) while the others go on; the run then ends with a failure status."""
+
+    name = "output"
+
+    def __init__(self, sinks: list[Sink]) -> None:
+        self.sinks = list(sinks)
+        self._failed: dict[str, str] = {}
+
+    @property
+    def needs_image(self) -> bool:
+        return any(s.needs_image for s in self.sinks)
+
+    def _each(self, what: str, *args) -> None:
+        for sink in self.sinks:
+            if sink.name in self._failed:
+                continue
+            try:
+                getattr(sink, what)(*args)
+            except Exception as e:  # noqa: BLE001 - one sink's failure does not stop the others
+                msg = " ".join(str(e).split()) or type(e).__name__
+                LOG.error("sink %s failed (%s); the other outputs go on", sink.name, msg)
+                self._failed[sink.name] = f"{what}: {msg}"
+                try:
+                    sink.close()
+                except Exception:  # noqa: BLE001
+                    pass
+
+    def open(self, meta: dict) -> None:
+        for sink in self.sinks:  # a sink that cannot open (no GUI for the window) fails the run at start
+            sink.open(meta)
+        return None
+
+    def process(self, frame: Frame) -> Frame:
+        self._each("write", frame)
+        return frame
+
+    def reset(self, source_id: int) -> None:
+        self._each("reset", source_id)
+
+    def end(self, source_id: int) -> None:
+        self._each("end", source_id)
+
+    def close(self) -> None:
+        errors = []
+        for sink in self.sinks:
+            if sink.name in self._failed:
+                continue
+            try:
+                sink.close()
+            except Exception as e:  # noqa: BLE001 - close them all
+                errors.append(e)
+        if errors:
+            raise errors[0]
+
+    @property
+    def paths(self) -> dict[str, str]:
+        out: dict[str, str] = {}
+        for sink in self.sinks:
+            out.update(sink.paths)
+        return out
+
+    def summary(self) -> dict:
+        d: dict = {"outputs": self.paths, "sink_errors": dict(self._failed)}
+        for sink in self.sinks:
+            d.update(sink.summary())
+        return d
+
+
+class WindowSink(Sink):
     """Live OpenCV windows (``--show``): one per source.
 
     ``show()`` displays a frame and pumps the window's events (that is its job, unlike the file
@@ -468,12 +574,16 @@ class WindowSink:
         title: title of source 0's window; source ``i > 0`` gets ``"{title} s{i}"``.
     """
 
+    name = "window"
+    needs_image = True
+
     def __init__(self, title: str = "posestream") -> None:
         self.title = title
         self._windows: set[str] = set()
         self._open = False
+        self._closed_by_user = False
 
-    def open(self) -> None:
+    def open(self, meta: dict | None = None) -> None:
         """Create source 0's window (so a missing GUI fails before any frame is processed).
 
         Raises:
@@ -505,6 +615,15 @@ class WindowSink:
         cv2.imshow(name, cv2.cvtColor(image_rgb, cv2.COLOR_RGB2BGR))
         key = cv2.waitKey(1) & 0xFF
         return key not in (ord("q"), 27)
+
+    def write(self, frame: Frame) -> None:
+        """Show the frame (the pipeline's sink interface); after q / Esc the window stays closed."""
+        if self._closed_by_user or frame.image is None:
+            return
+        if not self.show(frame.image, frame.source_id):
+            LOG.info("window closed by the user; the other outputs go on")
+            self._closed_by_user = True
+            self.close()
 
     def close(self) -> None:
         """Destroy the windows. Safe to call again."""

@@ -56,6 +56,7 @@ from scipy.optimize import linear_sum_assignment
 from posestream.models.skeleton import get_skeleton
 from posestream.stream.messages import Frame, now_ns
 from posestream.models.config import from_section
+from posestream.models.oks import oks_distance, oks_matrix
 
 __all__ = ["OneEuroFilter", "oks_matrix", "oks_distance", "TrackerConfig", "Tracker", "TrackStage"]
 
@@ -138,52 +139,6 @@ class OneEuroFilter:
         self._has = ok.copy()
         self._out = np.where(ok, self._x, x)
         return self._out.copy()
-
-
-def oks_matrix(a_kps: np.ndarray, b_kps: np.ndarray, sigmas, areas=None) -> np.ndarray:
-    """Object keypoint similarity between every pose of ``a`` and every pose of ``b`` (COCO formula).
-
-    ``OKS = mean over keypoints visible in both poses of exp(-d² / (2 s² k²))``, with ``k = 2 sigma``
-    and ``s² = area`` of the ``a`` pose (``a`` is the reference, as the ground truth in COCO).
-
-    Args:
-        a_kps: (Na, K, 3) x, y, score; visibility is score > 0.
-        b_kps: (Nb, K, 3) x, y, score.
-        sigmas: (K,) per-keypoint OKS sigmas (``models.skeleton``).
-        areas: optional (Na,) areas in px² of the ``a`` poses; default: the area of the box around
-            each pose's visible keypoints.
-
-    Returns:
-        (Na, Nb) float64 in [0, 1]; 0 where the poses share no visible keypoint.
-    """
-    a = np.asarray(a_kps, dtype=np.float64)
-    b = np.asarray(b_kps, dtype=np.float64)
-    sig = np.asarray(sigmas, dtype=np.float64)
-    if a.ndim != 3 or b.ndim != 3 or a.shape[1:] != b.shape[1:] or a.shape[2] != 3 or a.shape[1] != sig.shape[0]:
-        raise ValueError(f"oks_matrix needs (Na, K, 3) and (Nb, K, 3) with K = {sig.shape[0]} sigmas, "
-                         f"got {a.shape} and {b.shape}")
-    na, nb = a.shape[0], b.shape[0]
-    if na == 0 or nb == 0:
-        return np.zeros((na, nb))
-    va, vb = a[..., 2] > 0, b[..., 2] > 0
-    if areas is None:
-        areas = np.zeros(na)
-        for i in range(na):
-            if va[i].any():
-                p = a[i, va[i], :2]
-                areas[i] = np.prod(p.max(axis=0) - p.min(axis=0))
-    areas = np.asarray(areas, dtype=np.float64).reshape(na)
-    d2 = ((a[:, None, :, :2] - b[None, :, :, :2]) ** 2).sum(-1)                   # (Na, Nb, K)
-    # COCO: e = d² / (2 sigma)² / (area + eps) / 2; eps keeps a one-keypoint pose defined
-    e = d2 / ((2.0 * sig) ** 2)[None, None, :] / (areas[:, None, None] + np.spacing(1)) / 2.0
-    vis = va[:, None, :] & vb[None, :, :]
-    n = vis.sum(-1)
-    return np.where(n > 0, (np.exp(-e) * vis).sum(-1) / np.maximum(n, 1), 0.0)
-
-
-def oks_distance(a_kps: np.ndarray, b_kps: np.ndarray, sigmas) -> np.ndarray:
-    """``1 - oks_matrix(a, b, sigmas)``: the tracker's default distance, (Na, Nb) in [0, 1]."""
-    return 1.0 - oks_matrix(a_kps, b_kps, sigmas)
 
 
 @dataclass(frozen=True)
@@ -353,56 +308,58 @@ class Tracker:
 
 
 class TrackStage:
-    """Pipeline stage: one :class:`Tracker` per source, reset when that source's epoch changes.
+    """Pipeline stage: one :class:`Tracker` per source; the runner calls ``reset(source_id)`` when
+    that source starts a new epoch and ``end(source_id)`` at its end of stream.
 
-    Fills ``frame.people.track_ids`` and replaces ``frame.people.keypoints`` by the smoothed ones;
-    records ``frame.timings["track"] = [start_ns, end_ns]``. Frames without people (``people is
-    None``) and end-of-stream frames pass through untouched (an epoch change is still noted). A frame
-    with zero people does update its tracker, so tracks age.
+    Fills ``frame.people.track_ids`` and replaces ``frame.people.keypoints`` by the smoothed ones.
+    Frames without people (``people is None``) pass through untouched. A frame with zero people
+    does update its tracker, so tracks age. The OKS sigmas are those of the model's skeleton
+    (``open(meta)`` with ``meta["model"]["skeleton"]``), else of ``skeleton_name``.
 
     Args:
         config: tracker settings, shared by every source's tracker.
-        skeleton_name: skeleton whose OKS sigmas the trackers use.
+        skeleton_name: skeleton whose OKS sigmas the trackers use when the metadata names none.
     """
+
+    name = "track"
 
     def __init__(self, config: TrackerConfig | None = None, skeleton_name: str = "coco17") -> None:
         self.config = config or TrackerConfig()
         self.skeleton = get_skeleton(skeleton_name)
         self._trackers: dict[int, Tracker] = {}
-        self._epochs: dict[int, int] = {}
 
-    def open(self) -> None:
-        self._trackers, self._epochs = {}, {}
+    def open(self, meta: dict | None = None) -> None:
+        model = (meta or {}).get("model") or {}
+        if model.get("skeleton"):
+            self.skeleton = get_skeleton(model["skeleton"])
+        self._trackers = {}
 
-    def _tracker(self, frame: Frame) -> Tracker:
-        src = frame.source_id
-        tracker = self._trackers.get(src)
+    def _tracker(self, source_id: int) -> Tracker:
+        tracker = self._trackers.get(source_id)
         if tracker is None:
-            tracker = self._trackers[src] = Tracker(self.config, self.skeleton.sigmas)
-        elif self._epochs.get(src) != frame.epoch:
-            LOG.debug("source %d: epoch %s -> %s, tracker reset", src, self._epochs.get(src), frame.epoch)
-            tracker.reset()
-        self._epochs[src] = frame.epoch
+            tracker = self._trackers[source_id] = Tracker(self.config, self.skeleton.sigmas)
         return tracker
 
     def process(self, frame: Frame) -> Frame:
-        if frame.eos:
-            return frame
-        start = now_ns()
-        tracker = self._tracker(frame)
-        if frame.people is None:
+        if frame.eos or frame.people is None:
             return frame
         people = frame.people
-        ids, smoothed = tracker.update(people.keypoints, people.scores, frame.t_capture_ns)
+        ids, smoothed = self._tracker(frame.source_id).update(people.keypoints, people.scores, frame.t_capture_ns)
         people.track_ids = ids
         people.keypoints = smoothed
-        frame.timings["track"] = [start, now_ns()]
         return frame
 
-    def reset(self) -> None:
-        """Reset every source's tracker (ids continue per source, see the module docstring)."""
-        for tracker in self._trackers.values():
+    def reset(self, source_id: int) -> None:
+        """That source started a new epoch: drop its tracks (its ids continue, see the module docstring)."""
+        tracker = self._trackers.get(source_id)
+        if tracker is not None:
+            LOG.debug("source %d: new epoch, tracker reset", source_id)
+            tracker.reset()
+
+    def end(self, source_id: int) -> None:
+        tracker = self._trackers.get(source_id)
+        if tracker is not None:
             tracker.reset()
 
     def close(self) -> None:
-        self._trackers, self._epochs = {}, {}
+        self._trackers = {}

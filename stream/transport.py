@@ -421,7 +421,7 @@ class Sender:
         deadline)."""
         ring.ctl[4] = 1
         try:
-            while int(ring.ctl[5]) < ring.last_sent and not ring.idle():
+            while int(ring.ctl[5]) < ring.last_sent:
                 left = deadline - time.monotonic()
                 pid = int(ring.ctl[3])
                 if left <= 0 or (pid and not _pid_alive(pid)):
@@ -451,8 +451,8 @@ class Sender:
     def send(self, frame: Frame, timeout_ms: int | None = None) -> bool:
         """Send a frame. Live: never blocks, returns False (and counts a drop) if the ring or the
         queue is full. Lossless: blocks (up to ``timeout_ms`` if given; then raises
-        ``TimeoutError``). End-of-stream markers are never dropped."""
-        block = self.policy == "lossless" or frame.eos
+        ``TimeoutError``). Control frames (end-of-stream markers, metadata) are never dropped."""
+        block = self.policy == "lossless" or frame.control
         deadline = None if timeout_ms is None else time.monotonic() + timeout_ms / 1e3
         img = frame.image
         held = None  # (ring, slot, gen) written for this frame
@@ -473,7 +473,18 @@ class Sender:
                 held = (ring, slot, gen)
                 np.copyto(ring.slot_bytes(slot, img.nbytes).view(img.dtype).reshape(img.shape), img, casting="no")
                 ref = {"ring": ring.name, "dir": ring.where, "slot": slot, "gen": gen}
-        parts = encode(frame, ref)
+        ack = None
+        if ref is None and self.shm:
+            # no pixels through the ring: the header still carries a generation of it, which the
+            # receiver acknowledges, so ``close`` can wait until every message (the end-of-stream
+            # marker too) left ZeroMQ — a receiver throttled by its high-water mark otherwise loses
+            # what is still in the socket when this process exits
+            ring = self.ring or self._ring_for(_PAGE)
+            if ring is not None:
+                self._gen += 1
+                ack = {"ring": ring.name, "dir": ring.where, "gen": self._gen}
+                held_ack = (ring, self._gen)
+        parts = encode(frame, ref, ack=ack)
         if not block:
             try:
                 self.sock.send_multipart(parts, flags=zmq.NOBLOCK, copy=False)
@@ -492,6 +503,8 @@ class Sender:
         if held is not None:
             self.sent_shm += 1
             held[0].last_sent = held[2]
+        elif ack is not None:
+            held_ack[0].last_sent = held_ack[1]
         return True
 
     @staticmethod
@@ -584,8 +597,13 @@ class Receiver:
         a.flags.writeable = False
         return a
 
+    def _ack(self, ref: dict) -> None:
+        gen = ref.get("gen")
+        if isinstance(gen, int):
+            self._ring(ref).received(gen)
+
     def _recv(self, flags: int = 0) -> Frame:
-        return decode(self.sock.recv_multipart(flags=flags, copy=False), self._resolve)
+        return decode(self.sock.recv_multipart(flags=flags, copy=False), self._resolve, self._ack)
 
     def recv(self, timeout_ms: int | None = None) -> Frame | None:
         """Next frame (None on timeout). Live: the newest waiting frame of its source; older
@@ -605,7 +623,7 @@ class Receiver:
                 except zmq.Again:
                     break
                 old = newest.get(f.source_id)
-                if old is not None and not old.eos and not f.eos:
+                if old is not None and not old.control and not f.control:
                     order.remove(old)  # its slot is released with it
                     self.dropped += 1
                 newest[f.source_id] = f

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import select
 import signal
 import socket
@@ -17,8 +18,9 @@ import cv2
 import numpy as np
 import pytest
 
-from posestream.stream.sources import (FileConfig, ImageFolderSource, LatestFrame, RtspConfig, RtspSource, SourceError,
-                            VideoFileSource, WebcamSource, make_source, open_source, source_kind)
+from posestream.stream.sources import (FileConfig, ImageFolderConfig, ImageFolderSource, LatestFrame, RtspConfig,
+                                       RtspSource, SourceError, SourceKind, VideoFileSource, WebcamConfig,
+                                       WebcamSource, make_source, open_source, source_kind)
 
 SYSTEM_PYTHON = "/usr/bin/python3"
 SERVER = Path(__file__).resolve().parent / "rtsp_server.py"
@@ -156,6 +158,56 @@ def test_truncated_video_yields_what_decodes_and_warns(tmp_path, caplog):
         open_source(str(mp4))
 
 
+def test_file_loop_goes_on_with_increasing_pts_and_a_new_epoch_per_pass(tmp_path):
+    n = 12
+    path = tmp_path / "clip.mkv"
+    write_video(path, n, fps=10)
+    frames = []
+    with open_source(str(path), loop=True) as src:
+        for f in src:
+            frames.append(f)
+            if len(frames) == 3 * n + 5:
+                break
+        assert src.loops == 3 and src.damaged is None
+    assert src.closed
+    assert [f.frame_id for f in frames] == list(range(3 * n + 5))
+    pts = np.array([f.pts for f in frames])
+    assert pts[0] == pytest.approx(0.0) and np.all(np.diff(pts) > 0)
+    assert np.allclose(np.diff(pts), 0.1, atol=2e-3)  # one frame interval, also where a pass starts
+    assert [f.epoch for f in frames] == [i // n for i in range(3 * n + 5)]  # a new epoch per pass
+    # the same images on every pass
+    assert np.array_equal(frames[0].image, frames[n].image) and np.array_equal(frames[5].image, frames[2 * n + 5].image)
+    assert FileConfig().loop is False
+    with pytest.raises(ValueError, match="loop must be true or false"):
+        FileConfig(loop="yes")
+
+
+def test_file_loop_keeps_realtime_pace_across_passes(tmp_path):
+    path = tmp_path / "clip.mkv"
+    write_video(path, 5, fps=50)
+    t0 = time.monotonic()
+    with open_source(str(path), loop=True, realtime=True) as src:
+        frames = [f for _, f in zip(range(16), src)]
+    elapsed = time.monotonic() - t0
+    span = frames[-1].pts - frames[0].pts
+    assert span == pytest.approx(15 / 50, abs=0.01)
+    assert elapsed >= 0.9 * span  # paced by pts across three restarts, no burst at a pass boundary
+    assert elapsed < span + 5.0  # and no stall (generous for a busy machine)
+
+
+def test_file_loop_of_a_damaged_file_warns_once(tmp_path, caplog):
+    path = tmp_path / "clip.mkv"
+    write_video(path, 20)
+    with open(path, "r+b") as f:
+        f.truncate(path.stat().st_size // 2)
+    with caplog.at_level(logging.WARNING, logger="posestream.stream.sources"):
+        with open_source(str(path), loop=True) as src:
+            frames = [f for _, f in zip(range(50), src)]
+    assert len(frames) == 50 and src.loops >= 2 and src.damaged
+    assert caplog.text.count("damaged file") == 1
+    assert np.all(np.diff([f.pts for f in frames]) > 0)
+
+
 # ---------------------------------------------------------------------------------------------
 # dispatch and options
 
@@ -175,6 +227,26 @@ def test_spec_dispatch(tmp_path, vtest):
     assert make_source("0").device == 0 and make_source("/dev/video2").device == "/dev/video2"
 
 
+def test_source_kind_decides_kind_and_policy(tmp_path, vtest):
+    (tmp_path / "frames").mkdir()
+    cases = {"0": "webcam", " 3 ": "webcam", "/dev/video0": "webcam", "/dev/null": "webcam",  # a char device
+             "rtsp://cam/x": "rtsp", "RTSP://cam/x": "rtsp", "rtsps://cam:322/x": "rtsp",
+             str(tmp_path / "frames"): "images", str(tmp_path / "*.jpg"): "images",
+             str(vtest): "file", "missing.mp4": "file", "http://host/v.mp4": "file", "https://host/live.m3u8": "file",
+             "/dev/does-not-exist": "file"}
+    for spec, name in cases.items():
+        kind = source_kind(spec)
+        assert type(kind) is SourceKind and kind == name and isinstance(kind, str), spec
+        assert kind is SourceKind(name) and str(kind) == name and f"{kind}" == name
+        assert kind.live == (name in ("rtsp", "webcam")), spec
+        assert {name: 1}.get(kind) == 1  # usable as a key of a dict keyed by kind names
+        assert type(make_source(spec)) is kind.source_class
+    assert source_kind("/dev/video0").live is True and source_kind(str(vtest)).live is False
+    assert [(k.source_class, k.config_class) for k in SourceKind] == [
+        (VideoFileSource, FileConfig), (RtspSource, RtspConfig), (WebcamSource, WebcamConfig),
+        (ImageFolderSource, ImageFolderConfig)]
+
+
 def test_unknown_options_are_errors_naming_the_key(vtest):
     with pytest.raises(ValueError, match=r"unknown rtsp source option 'max_atempts'"):
         make_source("rtsp://cam/x", max_atempts=3)
@@ -182,6 +254,12 @@ def test_unknown_options_are_errors_naming_the_key(vtest):
         open_source(str(vtest), fps=5)
     with pytest.raises(ValueError, match="max_attempts"):
         RtspConfig(max_attempts=0)
+    for bad in (0, -1, None, 2.5, True):
+        with pytest.raises(ValueError, match=rf"^start_attempts must be an integer >= 1, got {bad!r}$"):
+            RtspConfig(start_attempts=bad)
+    with pytest.raises(ValueError, match="start_attempts"):
+        make_source("rtsp://cam/x", start_attempts=0)
+    assert (RtspConfig().start_attempts, RtspConfig().max_attempts) == (3, None)
     with pytest.raises(ValueError, match="backoff_factor"):
         RtspConfig.from_dict({"backoff_factor": 0.5})
     cfg = RtspConfig.from_dict({"read_timeout_s": 2, "options": {"stimeout": 1}})
@@ -349,6 +427,71 @@ def test_rtsp_unreachable_gives_up_after_max_attempts():
     assert time.monotonic() - t0 < 10
 
 
+def test_rtsp_start_is_bounded_for_an_unreachable_camera():
+    # the defaults: 3 attempts, 0.5 s then 1 s between them (about 1.5 s with a refused connection)
+    url = f"rtsp://127.0.0.1:{free_port()}/x"
+    src = make_source(url)
+    t0 = time.monotonic()
+    with pytest.raises(SourceError, match=rf"^{re.escape(url)}: unreachable after 3 attempts \(last error: .+\)$"):
+        src.open()
+    assert time.monotonic() - t0 < 20
+    assert src.attempts == 3
+
+
+def test_rtsp_start_is_bounded_for_a_host_that_does_not_resolve():
+    t0 = time.monotonic()
+    with pytest.raises(SourceError, match=r"^rtsp://nonexistent\.invalid/x: unreachable after 3 attempts "
+                                          r"\(last error: cannot resolve host nonexistent\.invalid \(.+\)\)$"):
+        open_source("rtsp://nonexistent.invalid/x")
+    assert time.monotonic() - t0 < 30  # each attempt's lookup is bounded by open_timeout_s (5 s)
+
+
+@pytest.fixture
+def hanging_resolver(monkeypatch):
+    """socket.getaddrinfo that does not answer (until the test ends)."""
+    release = threading.Event()
+    calls = []
+
+    def getaddrinfo(host, *args, **kwargs):
+        calls.append(host)
+        release.wait(30)
+        raise socket.gaierror(socket.EAI_AGAIN, "Temporary failure in name resolution")
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    yield calls
+    release.set()
+
+
+def test_rtsp_resolver_that_does_not_answer_is_a_failed_attempt(hanging_resolver):
+    t0 = time.monotonic()
+    with pytest.raises(SourceError, match=r"^rtsp://cam\.example:8554/x: unreachable after 2 attempts \(last error: "
+                                          r"cannot resolve host cam\.example \(no answer within 0\.3 s\)\)$"):
+        open_source("rtsp://cam.example:8554/x", open_timeout_s=0.3, start_attempts=2, backoff_initial_s=0.1)
+    assert time.monotonic() - t0 < 10
+    assert hanging_resolver == ["cam.example"]  # the second attempt waited for the same lookup
+
+
+def test_rtsp_stop_ends_open_promptly(hanging_resolver):
+    # waiting in backoff
+    src = make_source(f"rtsp://127.0.0.1:{free_port()}/x", start_attempts=100, backoff_initial_s=30)
+    timer = threading.Timer(0.3, src.stop)
+    timer.start()
+    t0 = time.monotonic()
+    with pytest.raises(SourceError, match=r": stopped before connecting$"):
+        src.open()
+    assert time.monotonic() - t0 < 3
+    src.close()
+    # waiting for a name lookup that does not come back
+    src = make_source("rtsp://cam.example/x", open_timeout_s=30)
+    timer = threading.Timer(0.3, src.stop)
+    timer.start()
+    t0 = time.monotonic()
+    with pytest.raises(SourceError, match=r": stopped before connecting$"):
+        src.open()
+    assert time.monotonic() - t0 < 3
+    src.close()
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -409,6 +552,7 @@ def test_rtsp_reads_and_reconnects_after_server_restart(rtsp_server, caplog):
             it = iter(src)
             for _ in range(20):
                 frames.append(next(it))
+            assert (src.outages, src.outage_s) == (0, 0.0)
             server.send_signal(signal.SIGKILL)
             server.wait()
             # the server comes back a little later: the source sees refused connections meanwhile
@@ -422,7 +566,10 @@ def test_rtsp_reads_and_reconnects_after_server_restart(rtsp_server, caplog):
                 timer.join()
             assert (src.reconnects, src.epoch) == (1, 1)
             assert src.attempts >= 3  # first connection, at least one refused attempt, the reconnection
-    assert src.closed
+            # one outage: from the last frame before the kill to the first after the restart (>= 0.8 s)
+            assert src.outages == 1 and 0.5 < src.outage_s < 30
+            outage_s = src.outage_s
+    assert src.closed and src.outage_s == outage_s  # over: closing adds nothing
     for f in frames:
         assert f.image.shape == (576, 768, 3) and f.image.dtype == np.uint8 and f.source_id == 1
         assert f.info["kind"] == "rtsp" and f.info["source"] == url
@@ -434,3 +581,25 @@ def test_rtsp_reads_and_reconnects_after_server_restart(rtsp_server, caplog):
     assert pts[0] == 0.0 and np.all(np.diff(pts) > 0)  # capture clock, across the gap
     assert "reconnecting" in caplog.text and "retrying in" in caplog.text
 
+
+def test_rtsp_outage_still_going_on_counts_up_to_close(rtsp_server):
+    port = free_port()
+    url = f"rtsp://127.0.0.1:{port}/stream"
+    server = rtsp_server(port)
+    with open_source(url, max_attempts=2, backoff_initial_s=0.2, analyze_s=0.1, open_timeout_s=3,
+                     read_timeout_s=3) as src:
+        it = iter(src)
+        for _ in range(5):
+            next(it)
+        t_kill = time.monotonic()
+        server.send_signal(signal.SIGKILL)
+        server.wait()
+        with pytest.raises(SourceError, match=rf"^{re.escape(url)}: unreachable after 2 attempts"):
+            for _ in it:  # frames still buffered, then the loss and two refused attempts
+                pass
+        t_end = time.monotonic()
+        assert src.closed and src.outages == 1 and src.reconnects == 0
+        outage_s = src.outage_s
+        assert 0.2 <= outage_s <= t_end - t_kill + 1.0  # the backoff at least; from about the kill to close
+        time.sleep(0.05)
+        assert src.outage_s == outage_s  # ended with the source, not still counting

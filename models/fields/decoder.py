@@ -38,7 +38,7 @@ from ..skeleton import COCO_17, Skeleton
 from . import _numba, _reference
 from ..config import from_section
 
-__all__ = ["DecoderConfig", "Poses", "decode", "group", "upsample", "IMPLEMENTATIONS"]
+__all__ = ["decode_single", "DecoderConfig", "Poses", "decode", "group", "upsample", "IMPLEMENTATIONS"]
 
 IMPLEMENTATIONS = {"numba": _numba, "numpy": _reference}
 
@@ -152,3 +152,46 @@ def decode(heatmaps: np.ndarray, pafs: np.ndarray, stride: int, config: DecoderC
     heat = upsample(np.asarray(heatmaps)[:k_count], factor)
     paf = upsample(pafs, factor)
     return group(heat, paf, stride / factor, cfg, skeleton, impl)
+
+
+def decode_single(heatmaps: np.ndarray, stride: int, config: DecoderConfig | None = None,
+                  num_keypoints: int | None = None) -> Poses:
+    """One person from heatmaps alone (single-person models, e.g. MPII hourglasses: no PAFs).
+
+    Each keypoint is its channel's maximum, refined to sub-cell precision by a parabola through
+    the neighbours (as the multi-person decoder does), at the cell-centre convention
+    ``((j + .5) s - .5, (i + .5) s - .5)``; a maximum at or below ``peak_threshold`` is "not
+    found" (0, 0, 0). The person's score is the mean of the found keypoints' scores; no keypoint
+    above the threshold, or fewer than ``min_keypoints``, gives no person.
+
+    Args:
+        heatmaps: (C, h, w) activated heatmaps (a background channel after the keypoints is ignored).
+        stride: input pixels per heatmap cell.
+        num_keypoints: keypoint channels (default: all of C).
+    """
+    cfg = config or DecoderConfig()
+    hm = np.asarray(heatmaps, dtype=np.float32)
+    k = int(num_keypoints or hm.shape[0])
+    h, w = hm.shape[1:]
+    kps = np.zeros((1, k, 3), np.float32)
+    for c in range(k):
+        ch = hm[c]
+        flat = int(np.argmax(ch))
+        i, j = divmod(flat, w)
+        v = float(ch[i, j])
+        if not v > cfg.peak_threshold:
+            continue
+        dx = dy = 0.0
+        if 0 < j < w - 1:
+            a, b = float(ch[i, j - 1]), float(ch[i, j + 1])
+            den = a - 2 * v + b
+            dx = 0.5 * (a - b) / den if den < 0 else 0.0
+        if 0 < i < h - 1:
+            a, b = float(ch[i - 1, j]), float(ch[i + 1, j])
+            den = a - 2 * v + b
+            dy = 0.5 * (a - b) / den if den < 0 else 0.0
+        kps[0, c] = ((j + dx + 0.5) * stride - 0.5, (i + dy + 0.5) * stride - 0.5, v)
+    found = kps[0, :, 2] > 0
+    if found.sum() < max(1, min(cfg.min_keypoints, k)):
+        return Poses(np.zeros((0, k, 3), np.float32), np.zeros(0, np.float32))
+    return Poses(kps, np.array([kps[0, found, 2].mean()], np.float32))

@@ -3,7 +3,8 @@
 Decoding uses exactly the pipeline's code path (:class:`models.predictor.Predictor`).
 Per-joint recall: each ground-truth person is matched to at most one predicted person (greedy by
 prediction score, OKS >= 0.5, as COCO matches); a labelled joint counts as recalled when its own
-OKS term exp(-d^2 / (2 s^2 k_j^2)) is >= 0.5 in the matched person. Unmatched people count as
+OKS term exp(-d^2 / (2 s^2 k_j^2)) (:func:`models.oks.oks_terms`, the formula the tracker uses too)
+is >= 0.5 in the matched person. Unmatched people count as
 misses for all their joints. This shows which joints (wrists and ankles, the ones OKHM targets)
 a model loses.
 """
@@ -18,6 +19,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from posestream.models import oks
+
 from .coco import coco_keypoint_eval, poses_to_coco_results
 
 LOG = logging.getLogger(__name__)
@@ -30,13 +33,6 @@ def read_image_rgb(path: str | Path) -> np.ndarray:
     if img is None:
         raise FileNotFoundError(f"{path}: image not found or not readable")
     return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
-
-
-def _oks_terms(gt: np.ndarray, pred: np.ndarray, area: float, sigmas: np.ndarray) -> np.ndarray:
-    """(K,) per-joint OKS terms of one prediction against one ground truth (COCO's formula)."""
-    k2 = (2 * sigmas) ** 2  # pycocotools: vars = (2 sigma)^2, e = d^2 / vars / (area + eps) / 2
-    d2 = (gt[:, 0] - pred[:, 0]) ** 2 + (gt[:, 1] - pred[:, 1]) ** 2
-    return np.exp(-d2 / k2 / (area + np.spacing(1)) / 2)
 
 
 def per_joint_recall(coco_gt, results: list[dict], sigmas: np.ndarray, names) -> dict[str, float]:
@@ -59,14 +55,14 @@ def per_joint_recall(coco_gt, results: list[dict], sigmas: np.ndarray, names) ->
                 if gi in taken_gt:
                     continue
                 vis = g[:, 2] > 0
-                terms = _oks_terms(g, pk, a["area"], sigmas)
-                oks = terms[vis].mean() if vis.any() else 0.0
-                if oks >= best_oks:
-                    best, best_oks = gi, oks
+                terms = oks.oks_terms(g, pk, a["area"], sigmas)
+                similarity = terms[vis].mean() if vis.any() else 0.0
+                if similarity >= best_oks:
+                    best, best_oks = gi, similarity
             if best >= 0:
                 taken_gt.add(best)
                 g = gt_kp[best]
-                terms = _oks_terms(g, pk, gts[best]["area"], sigmas)
+                terms = oks.oks_terms(g, pk, gts[best]["area"], sigmas)
                 hit += (g[:, 2] > 0) & (terms >= 0.5)
     return {n: float(h / t) if t else float("nan") for n, h, t in zip(names, hit, total)}
 
