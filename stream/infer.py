@@ -179,7 +179,14 @@ class InferenceStage:
 
         from .stage import model_meta
 
-        run, self.meta, self.description = load_network(self.cfg)
+        from posestream.models.checkpoint import CheckpointError
+
+        from .cli import UserError
+
+        try:
+            run, self.meta, self.description = load_network(self.cfg)
+        except (ValueError, FileNotFoundError, CheckpointError) as e:  # a model that cannot be used: the user's input
+            raise UserError(" ".join(str(e).split())) from None
         self.predictor = Predictor(run, self.meta, DecoderConfig.from_dict(self.cfg.decoder), self.cfg.input_size)
         LOG.info("inference: %s, input %d", self.description, self.predictor.input_size)
         info = model_meta(self.meta)

@@ -270,6 +270,7 @@ class Supervisor:
         self._started = self._finished = False
         self._summary: dict | None = None
         self._old_handlers: dict = {}
+        self.results_rx = None
 
     # -- public ------------------------------------------------------------------------------------
 
@@ -307,6 +308,12 @@ class Supervisor:
         self._status = self._ctx.socket(zmq.PULL)
         status_addr = ipc_address(self._folder, "status")
         self._status.bind(status_addr)
+        if self.results is not None:
+            from .transport import Receiver
+
+            address = ipc_address(self._folder, "results")
+            self.results = (address, self.results[1])
+            self.results_rx = Receiver(self._ctx, address, self.policy)
         self._specs = self._make_specs()
         control_path = os.path.join(self._folder, "control")
         self.control = Control(control_path, create=True)
@@ -384,6 +391,9 @@ class Supervisor:
             self._drain_status(300 if self.procs else 0)
             self._status.close()
             self._status = None
+        if self.results_rx is not None:
+            self.results_rx.close()
+            self.results_rx = None
         if self._ctx is not None:
             self._ctx.term()
             self._ctx = None

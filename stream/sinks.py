@@ -501,22 +501,26 @@ class OutputStage:
 
     def __init__(self, sinks: list[Sink]) -> None:
         self.sinks = list(sinks)
-        self._failed: dict[str, str] = {}
+        self._failed: dict[str, str] = {}   # label -> "hook: message", what summary() reports
+        self._dead: set[int] = set()        # indexes of the failed sinks (two sinks may share a name)
+        names = [getattr(s, "name", "sink") for s in self.sinks]
+        self._labels = [n if names.count(n) == 1 else f"{n}#{i}" for i, n in enumerate(names)]
 
     @property
     def needs_image(self) -> bool:
         return any(s.needs_image for s in self.sinks)
 
     def _each(self, what: str, *args) -> None:
-        for sink in self.sinks:
-            if sink.name in self._failed:
+        for i, sink in enumerate(self.sinks):
+            if i in self._dead:
                 continue
             try:
                 getattr(sink, what)(*args)
             except Exception as e:  # noqa: BLE001 - one sink's failure does not stop the others
                 msg = " ".join(str(e).split()) or type(e).__name__
-                LOG.error("sink %s failed (%s); the other outputs go on", sink.name, msg)
-                self._failed[sink.name] = f"{what}: {msg}"
+                LOG.error("sink %s failed (%s); the other outputs go on", self._labels[i], msg)
+                self._dead.add(i)
+                self._failed[self._labels[i]] = f"{what}: {msg}"
                 try:
                     sink.close()
                 except Exception:  # noqa: BLE001
@@ -539,8 +543,8 @@ class OutputStage:
 
     def close(self) -> None:
         errors = []
-        for sink in self.sinks:
-            if sink.name in self._failed:
+        for i, sink in enumerate(self.sinks):
+            if i in self._dead:
                 continue
             try:
                 sink.close()

@@ -89,7 +89,7 @@ def test_file_run_keeps_every_frame_in_order(tmp_path, clip40):
     (["--source", "README.md"], "README.md: not a video"),
     (["--source", "VTEST", "--model", "missing.pt"], "missing.pt: model file not found"),
     (["--source", "VTEST", "--model", "BADCKPT"], "not a readable checkpoint"),
-    (["--source", "VTEST", "--config", "BADCFG"], "unknown key infer.modle"),
+    (["--source", "VTEST", "--config", "BADCFG"], "bad.yaml:1: infer.modle: unknown infer option 'modle'"),
     (["--source", "rtsp://127.0.0.1:PORT/none", "--config", "RTSPCFG"], "unreachable after 2 attempts"),
 ])
 def test_bad_input_gives_one_line_and_nonzero_exit(tmp_path, args, needle):
@@ -113,18 +113,24 @@ def test_bad_input_gives_one_line_and_nonzero_exit(tmp_path, args, needle):
     assert all(" WARNING " in x for x in lines[:-1]), err
 
 
-def _pid_of(proc, stage, timeout=60):
-    """Read the supervisor's log lines until it names the stage's pid."""
+def _pids_of(proc, stages, timeout=60):
+    """Read the supervisor's log lines until it named every stage's pid (they start in any order)."""
     deadline = time.time() + timeout
-    pat = re.compile(rf"stage {stage} ready \(pid (\d+)\)")
-    seen = []
-    while time.time() < deadline:
+    pat = re.compile(r"stage (\w+) ready \(pid (\d+)\)")
+    pids, seen = {}, []
+    while time.time() < deadline and not set(stages) <= set(pids):
         line = proc.stderr.readline()
         seen.append(line)
         m = pat.search(line)
         if m:
-            return int(m.group(1)), seen
-    raise AssertionError("no pid for " + stage + ": " + "".join(seen[-20:]))
+            pids[m.group(1)] = int(m.group(2))
+    if not set(stages) <= set(pids):
+        raise AssertionError(f"no pid for {set(stages) - set(pids)}: " + "".join(seen[-20:]))
+    return pids
+
+
+def _pid_of(proc, stage, timeout=60):
+    return _pids_of(proc, [stage], timeout)[stage], None
 
 
 def test_sigint_finalises_the_recording_with_every_processed_frame(tmp_path):
@@ -146,8 +152,7 @@ def test_sigint_finalises_the_recording_with_every_processed_frame(tmp_path):
 def test_a_killed_stage_is_detected_and_the_recording_still_finalised(tmp_path):
     p = start("run", "--source", str(VTEST), "--record", str(tmp_path / "k.mp4"), "--jsonl", str(tmp_path / "k.jsonl"),
               "--infer-delay-ms", "40", *FAST)
-    pid, _ = _pid_of(p, "infer")
-    _pid_of(p, "capture0")
+    pid = _pids_of(p, ["infer", "capture0"])["infer"]
     time.sleep(3)
     os.kill(pid, signal.SIGKILL)
     out, err = p.communicate(timeout=120)

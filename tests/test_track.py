@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from posestream.models.skeleton import COCO_17
+from posestream.models.skeleton import COCO_17, MPII_16
 from posestream.stream.messages import Frame, People
 from posestream.stream.track import OneEuroFilter, Tracker, TrackerConfig, TrackStage, oks_matrix
 
@@ -336,6 +336,20 @@ def _copy(f: Frame) -> Frame:
                  people=People(p.keypoints.copy(), p.scores.copy(), p.track_ids.copy()))
 
 
+def _drive(stage, frames):
+    """Feed frames as :mod:`stream.runner` does: ``reset(source_id)`` first when a frame's epoch
+    differs from the last one of its source (the stage keeps no epochs itself)."""
+    epochs: dict[int, int] = {}
+    out = []
+    for f in frames:
+        prev = epochs.get(f.source_id)
+        if prev is not None and prev != f.epoch:
+            stage.reset(f.source_id)
+        epochs[f.source_id] = f.epoch
+        out.append(stage.process(f))
+    return out
+
+
 def test_stage_sources_are_independent_and_epochs_reset_one_source():
     cfg = TrackerConfig(min_hits=1)
     src0 = _frames(0, np.random.default_rng(10))
@@ -343,21 +357,21 @@ def test_stage_sources_are_independent_and_epochs_reset_one_source():
     src1 = _frames(1, np.random.default_rng(11), epoch_change_at=15, offset_ns=5_000_000)
 
     alone = TrackStage(cfg)
-    alone.open()
-    solo = [alone.process(_copy(f)) for f in src0]
+    assert alone.name == "track"
+    assert alone.open({}) is None  # adds no metadata
+    solo = _drive(alone, [_copy(f) for f in src0])
     alone.close()
 
     stage = TrackStage(cfg)
-    stage.open()
-    mixed = {0: [], 1: []}
-    for f0, f1 in zip(src0, src1):
-        for f in (f0, f1):
-            g = _copy(f)
-            out = stage.process(g)
-            assert out is g
-            assert out.timings["track"][0] <= out.timings["track"][1]
-            mixed[f.source_id].append(out)
+    stage.open({})
+    inputs = [_copy(f) for pair in zip(src0, src1) for f in pair]
+    outs = _drive(stage, inputs)
     stage.close()
+    mixed = {0: [], 1: []}
+    for g, out in zip(inputs, outs):
+        assert out is g
+        assert out.timings == {}  # the runner stamps timings["track"], not the stage
+        mixed[out.source_id].append(out)
 
     # source 0 comes out exactly as if it were alone, through source 1's epoch change
     for a, b in zip(solo, mixed[0]):
@@ -374,18 +388,80 @@ def test_stage_sources_are_independent_and_epochs_reset_one_source():
     np.testing.assert_array_equal(mixed[0][-1].people.keypoints[..., 2], src0[-1].people.keypoints[..., 2])
 
 
-def test_stage_passes_eos_and_frames_without_people():
-    stage = TrackStage(TrackerConfig())
-    stage.open()
-    eos = Frame(source_id=0, frame_id=3, t_capture_ns=5, eos=True)
-    assert stage.process(eos) is eos and eos.timings == {}
-    bare = Frame(source_id=0, frame_id=4, t_capture_ns=6)
+def test_stage_does_not_reset_on_its_own():
+    """An epoch change the runner did not report (no ``reset``) is not noticed by the stage: the
+    epoch bookkeeping is the runner's alone."""
+    frames = _frames(0, np.random.default_rng(12), epoch_change_at=15)
+    stage = TrackStage(TrackerConfig(min_hits=1))
+    stage.open({})
+    ids = [stage.process(_copy(f)).people.track_ids.tolist() for f in frames]
+    assert ids == [[0, 1]] * 30
+
+
+def test_stage_end_and_frames_without_people():
+    stage = TrackStage(TrackerConfig(min_hits=1))
+    stage.open({})
+    bare = Frame(source_id=0, frame_id=0, t_capture_ns=6)
     assert stage.process(bare) is bare and bare.people is None and bare.timings == {}
-    empty = Frame(source_id=0, frame_id=5, t_capture_ns=7, people=People.empty())
+    empty = Frame(source_id=0, frame_id=1, t_capture_ns=7, people=People.empty())
     out = stage.process(empty)
-    assert len(out.people) == 0 and out.people.track_ids.dtype == np.int64 and "track" in out.timings
-    stage.reset()
+    assert len(out.people) == 0 and out.people.track_ids.dtype == np.int64 and out.timings == {}
+    src0 = _frames(0, np.random.default_rng(13), n=10)
+    src1 = _frames(1, np.random.default_rng(14), n=20)
+    outs = _drive(stage, [_copy(f) for pair in zip(src0, src1[:10]) for f in pair])
+    assert [f.people.track_ids.tolist() for f in outs] == [[0, 1]] * 20
+    # source 0's stream ends: its tracks go (a later stream of it gets new ids, never the old ones);
+    # source 1 is untouched
+    stage.end(0)
+    again = _frames(0, np.random.default_rng(15), n=3, offset_ns=10 * DT_NS)
+    after = _drive(stage, [_copy(f) for pair in zip(again, src1[10:13]) for f in pair])
+    assert [f.people.track_ids.tolist() for f in after[0::2]] == [[2, 3]] * 3
+    assert [f.people.track_ids.tolist() for f in after[1::2]] == [[0, 1]] * 3
+    np.testing.assert_array_equal(after[0].people.keypoints, again[0].people.keypoints)  # nothing bridged
+    stage.reset(9)  # sources never seen: nothing to drop
+    stage.end(9)
     stage.close()
+
+
+def _mpii_pose(cx: float, cy: float, score: float = 0.9) -> np.ndarray:
+    """(16, 3) MPII pose built from the COCO one's joints (pelvis, thorax, neck, head top in between)."""
+    coco = pose(cx, cy, score)
+    c = {n: coco[COCO_17.index(n)] for n in COCO_17.keypoints}
+    mid = lambda a, b: (c[a] + c[b]) / 2  # noqa: E731
+    joints = {"pelvis": mid("left_hip", "right_hip"), "thorax": mid("left_shoulder", "right_shoulder"),
+              "upper_neck": (mid("left_shoulder", "right_shoulder") + c["nose"]) / 2,
+              "head_top": c["nose"] + (0, -20, 0)}
+    p = np.stack([joints[n] if n in joints else c[n] for n in MPII_16.keypoints])
+    p[:, 2] = score
+    return p
+
+
+def test_stage_takes_the_skeleton_from_open_meta():
+    assert MPII_16.name == "mpii16" and MPII_16.num_keypoints == 16
+    rng = np.random.default_rng(16)
+    frames = []
+    for i in range(10):
+        kps = np.stack([_mpii_pose(300 + 3 * i, 300), _mpii_pose(600, 300)])
+        kps[:, :, :2] += rng.normal(0, 2.0, (2, 16, 2))
+        frames.append(Frame(source_id=0, frame_id=i, t_capture_ns=10**9 + i * DT_NS,
+                            people=People(kps.astype(np.float32), np.full(2, 0.9, np.float32),
+                                          np.full(2, -1, np.int64))))
+    stage = TrackStage(TrackerConfig(min_hits=1))
+    assert stage.skeleton is COCO_17
+    stage.open({"model": {"skeleton": "mpii16", "num_keypoints": 16}})
+    assert stage.skeleton is MPII_16
+    outs = _drive(stage, [_copy(f) for f in frames])
+    assert [f.people.track_ids.tolist() for f in outs] == [[0, 1]] * 10
+    assert outs[-1].people.keypoints.shape == (2, 16, 3)
+    assert not np.array_equal(outs[-1].people.keypoints, frames[-1].people.keypoints)  # smoothed
+    np.testing.assert_array_equal(stage._tracker(0).sigmas, MPII_16.sigmas)
+    stage.close()
+    # without the model's metadata the stage stays COCO-17 and refuses 16 keypoints
+    coco = TrackStage(TrackerConfig(min_hits=1))
+    coco.open({})
+    assert coco.skeleton is COCO_17
+    with pytest.raises(ValueError, match="17"):
+        coco.process(_copy(frames[0]))
 
 
 # ----------------------------------------------------------------------------------------- config

@@ -4,8 +4,9 @@ one ZeroMQ hop against a plain memory copy of the same frame — side by side, i
 1. End to end on the first ``--frames`` frames of a video (default
    ``../shared/data/videos/vtest.avi``, re-encoded once so both variants read the same file) with
    the default model (``lite``, ONNX Runtime): ``posestream run``'s processes (capture, infer,
-   track, output; no files written) and the same stages called one after the other in one
-   process. fps and capture-to-output latency.
+   track, output; no files written, so nothing is rendered) and the same stages called one
+   after the other in one process, driven as :mod:`stream.runner` drives them (open with the
+   upstream metadata, reset on a new epoch, end, close). fps and capture-to-output latency.
 2. One hop: a frame sent from this process to a child process over ``ipc://`` as the pipeline
    sends it (:mod:`stream.transport`: the image copied once into the sender's shared-memory
    ring, only the header through ZeroMQ; the receiver gets a view of the slot), throughput per
@@ -125,31 +126,82 @@ def hop_cost(hw: tuple[int, int], n: int) -> dict:
             "shared_memory": used_shm, "zmq_hop_ms": zhop * 1e3, "zmq_ratio": zhop / mem}
 
 
-def single_process(source: str, model: str, frames: int) -> dict:
-    from posestream.stream.infer import InferConfig, InferenceStage
-    from posestream.stream.messages import now_ns
-    from posestream.stream.render import RenderConfig, RenderStage
-    from posestream.stream.sources import open_source
-    from posestream.stream.track import TrackerConfig, TrackStage
+def _chain(cfg) -> list:
+    """The stages the pipeline's processes run after capture, built as the supervisor has them built
+    (:mod:`stream.stages` factories on the config's sections): infer, track, then the output
+    process's chain (render only when a sink needs the image, as :class:`Supervisor` decides)."""
+    from posestream.stream import stages
+    from posestream.stream.sinks import SinkConfig, build_sinks
 
-    stages = [InferenceStage(InferConfig(model=model)), TrackStage(TrackerConfig()), RenderStage(RenderConfig())]
-    for s in stages:
-        s.open()
-    lat = []
+    chain = [stages.infer_stage(cfg.infer), stages.track_stage(cfg.track)]
+    if any(s.needs_image for s in build_sinks(SinkConfig.from_dict(cfg.sink))):
+        chain.append(stages.render_stage(cfg.render))
+    chain.append(stages.output_stage(cfg.sink))
+    return chain
+
+
+def single_process(cfg) -> dict:
+    """The pipeline's stages called one after the other in this process, driven the way
+    :func:`stream.runner.stage_main` drives them: ``open`` in order, each with the metadata the
+    stages before it returned (the capture's sources, then the inference stage's model), a
+    ``reset(source_id)`` when a source's epoch changes, ``process`` timed into
+    ``frame.timings[name]``, ``end(source_id)`` at the end of the stream, ``close`` in reverse
+    order, always."""
+    from posestream.stream.capture import CaptureStage
+    from posestream.stream.messages import now_ns
+
+    capture = CaptureStage(str(cfg.sources[0]), 0, dict(cfg.source_options or {}))
+    stages = [capture] + _chain(cfg)
+    opened: list = []
+    lat: list[float] = []
     n = 0
-    t0 = None
-    with open_source(source) as src:
-        for frame in src:
-            if n >= frames:
-                break
+    t0 = t_end = None
+    ended = False
+    epochs: dict[int, int] = {}
+    try:
+        meta: dict = {}
+        for st in stages:
+            meta.update(st.open(dict(meta)) or {})
+            opened.append(st)
+        for frame in capture:
+            sid = frame.source_id
+            prev = epochs.get(sid)
+            if prev is not None and prev != frame.epoch:
+                for st in opened[1:]:
+                    st.reset(sid)
+            epochs[sid] = frame.epoch
             t0 = t0 or time.perf_counter()
-            for s in stages:
-                frame = s.process(frame)
-            lat.append((now_ns() - frame.t_capture_ns) / 1e6)
+            frame.timings["capture"] = [frame.t_capture_ns, now_ns()]
+            out = frame
+            for st in opened[1:]:
+                a = now_ns()
+                out = st.process(out)
+                b = now_ns()
+                if out is None:
+                    break
+                out.timings[st.name] = [a, b]
+            if out is None:
+                continue
+            lat.append((now_ns() - out.t_capture_ns) / 1e6)
             n += 1
-    dt = time.perf_counter() - t0
-    for s in stages:
-        s.close()
+        t_end = time.perf_counter()
+        ended = True
+        for st in opened:
+            st.end(capture.source_id)
+    finally:
+        if not ended:  # as the runner's finish: end the stream (recordings finalised), then close
+            for st in opened:
+                try:
+                    st.end(capture.source_id)
+                except Exception:  # noqa: BLE001 - the error already propagating matters more
+                    pass
+        for st in reversed(opened):
+            st.close()
+        if capture not in opened:
+            capture.close()
+    if n == 0:
+        raise RuntimeError(f"{cfg.sources[0]}: no frame came through the stages")
+    dt = max(t_end - t0, 1e-9)
     return {"frames": n, "fps": n / dt, "latency_ms_p50": float(np.median(lat)),
             "latency_ms_p95": float(np.percentile(lat, 95))}
 
@@ -174,13 +226,15 @@ def make_clip(source: str, frames: int, path: str) -> str:
     return path
 
 
-def multi_process(clip: str, model: str) -> dict:
-    from posestream.stream.pipeline import Pipeline, PipelineConfig
+def multi_process(cfg) -> dict:
+    from posestream.stream.pipeline import Supervisor, validate_config
 
-    cfg = PipelineConfig(sources=[clip], infer={"model": model}, status_interval=0)
+    validate_config(cfg)
     t0 = time.perf_counter()
-    s = Pipeline(cfg).run()
+    s = Supervisor(cfg).run()
     wall = time.perf_counter() - t0
+    if s["errors"] or s["failed_stage"]:
+        raise RuntimeError(f"the pipeline failed: {'; '.join(s['errors']) or s['failed_stage']}")
     lat = s["capture_to_output_ms"]
     return {"frames": s["frames_out"], "fps": s["fps_out"], "wall_fps_incl_startup": s["frames_out"] / wall,
             "latency_ms_p50": lat["p50"], "latency_ms_p95": lat["p95"]}
@@ -193,8 +247,12 @@ def run(args: argparse.Namespace) -> int:
     res = {"source": args.source, "model": args.model}
     with tempfile.TemporaryDirectory() as d:
         clip = make_clip(args.source, args.frames, os.path.join(d, "clip.mkv"))
-        res["single_process"] = single_process(clip, args.model, args.frames)
-        res["multi_process"] = multi_process(clip, args.model)
+        from posestream.stream.pipeline import PipelineConfig
+
+        # the same configuration for both: no files written, so the output process renders nothing
+        cfg = PipelineConfig(sources=[clip], infer={"model": args.model}, status_interval=0)
+        res["single_process"] = single_process(cfg)
+        res["multi_process"] = multi_process(cfg)
     res["speedup"] = res["multi_process"]["fps"] / res["single_process"]["fps"]
     res["hops"] = {name: hop_cost(hw, args.hop_frames if name != "4K" else max(20, args.hop_frames // 4))
                    for name, hw in SIZES.items()}
