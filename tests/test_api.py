@@ -12,6 +12,7 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
+from conftest import make_clip
 
 import posestream
 from posestream.stream.transport import _folder_hash
@@ -20,29 +21,9 @@ REPO = Path(__file__).resolve().parents[1]
 VTEST = (REPO / ".." / "shared" / "data" / "videos" / "vtest.avi").resolve()
 
 
-def make_clip(path: Path, n: int, size=(320, 240), fps=10) -> Path:
-    src = av.open(str(VTEST))
-    out = av.open(str(path), "w")
-    st = out.add_stream("libx264", rate=fps)
-    st.width, st.height, st.pix_fmt = size[0], size[1], "yuv420p"
-    import cv2
-
-    for i, f in enumerate(src.decode(video=0)):
-        if i >= n:
-            break
-        img = cv2.resize(f.to_ndarray(format="rgb24"), size)
-        for p in st.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
-            out.mux(p)
-    for p in st.encode():
-        out.mux(p)
-    out.close()
-    src.close()
-    return path
-
-
 @pytest.fixture(scope="module")
 def clip(tmp_path_factory) -> Path:
-    return make_clip(tmp_path_factory.mktemp("api") / "c30.mp4", 30)
+    return make_clip(tmp_path_factory.mktemp("api") / "c30.mp4", 30, size=(320, 240))
 
 
 def _alive(pid: int) -> bool:

@@ -13,32 +13,11 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
+from conftest import make_clip
 
 REPO = Path(__file__).resolve().parents[1]
 VTEST = (REPO / ".." / "shared" / "data" / "videos" / "vtest.avi").resolve()
 FAST = ["--input-size", "128", "--quiet"]
-
-
-def make_clip(path: Path, n: int, size=(384, 288), fps=10):
-    """The first n frames of vtest.avi, resized, as H.264 MP4."""
-    src = av.open(str(VTEST))
-    out = av.open(str(path), "w")
-    st = out.add_stream("libx264", rate=fps)
-    st.width, st.height, st.pix_fmt = size[0], size[1], "yuv420p"
-    for i, f in enumerate(src.decode(video=0)):
-        if i >= n:
-            break
-        img = f.to_ndarray(format="rgb24")
-        import cv2
-
-        img = cv2.resize(img, size)
-        for p in st.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
-            out.mux(p)
-    for p in st.encode():
-        out.mux(p)
-    out.close()
-    src.close()
-    return path
 
 
 @pytest.fixture(scope="module")
@@ -188,7 +167,7 @@ def _gst_available():
 
 
 @pytest.mark.skipif(not _gst_available(), reason="GStreamer RTSP server bindings missing (run scripts/install-test-deps.sh)")
-def test_rtsp_ingest_survives_a_server_restart(tmp_path):
+def test_rtsp_ingest_survives_a_server_restart_while_another_source_goes_on(tmp_path):
     clip = make_clip(tmp_path / "r.mp4", 30, fps=10)
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -202,22 +181,31 @@ def test_rtsp_ingest_survives_a_server_restart(tmp_path):
 
     srv = serve()
     cfg = tmp_path / "rtsp.yaml"
-    cfg.write_text("source_options: {rtsp: {backoff_initial_s: 0.2, max_attempts: 30, analyze_s: 0.1}}\n")
-    p = start("run", "--source", f"rtsp://127.0.0.1:{port}/stream", "--config", str(cfg), "--jsonl",
-              str(tmp_path / "r.jsonl"), *FAST)
+    cfg.write_text("source_options: {rtsp: {backoff_initial_s: 0.2, max_attempts: 30, analyze_s: 0.1},\n"
+                   "                 file: {loop: true, realtime: true}}\n")
+    # source 0: the camera; source 1: a file played like a camera, forever
+    p = start("run", "--source", f"rtsp://127.0.0.1:{port}/stream", "--source", str(clip), "--config", str(cfg),
+              "--jsonl", str(tmp_path / "r.jsonl"), *FAST)
+
+    def lines_of(src):
+        text = (tmp_path / "r.jsonl").read_text() if (tmp_path / "r.jsonl").exists() else ""
+        return [x for x in map(json.loads, text.splitlines()) if x["source_id"] == src]
+
     try:
         _pid_of(p, "capture0")
         deadline = time.time() + 30
-        while time.time() < deadline and len((tmp_path / "r.jsonl").read_text().splitlines() if (tmp_path / "r.jsonl").exists() else []) < 10:
+        while time.time() < deadline and len(lines_of(0)) < 10:
             time.sleep(0.2)
         srv.kill()
         srv.wait()
-        time.sleep(1.0)
+        other_before = len(lines_of(1))
+        time.sleep(2.0)
+        other_during = len(lines_of(1))
         srv = serve()
         deadline = time.time() + 40
         while time.time() < deadline:
-            lines = [json.loads(x) for x in (tmp_path / "r.jsonl").read_text().splitlines()]
-            if any(x["epoch"] >= 1 for x in lines) and sum(x["epoch"] >= 1 for x in lines) >= 10:
+            lines = lines_of(0)
+            if sum(x["epoch"] >= 1 for x in lines) >= 10:
                 break
             time.sleep(0.3)
         p.send_signal(signal.SIGINT)
@@ -228,7 +216,11 @@ def test_rtsp_ingest_survives_a_server_restart(tmp_path):
             p.kill()
     s = summary_of(out)
     assert s["policy"] == "live" and s["reconnects"] >= 1, err[-2000:]
-    lines = [json.loads(x) for x in (tmp_path / "r.jsonl").read_text().splitlines()]
+    cam = s["per_source"][0]
+    assert cam["reconnects"] >= 1 and cam["outages"] >= 1 and cam["outage_s"] > 1.0, cam
+    assert s["per_source"][1]["outages"] == 0 and s["per_source"][1]["frames_out"] > 0
+    assert other_during > other_before  # the file source went on while the camera was away
+    lines = lines_of(0)
     epochs = [x["epoch"] for x in lines]
     assert epochs == sorted(epochs) and {0, 1} <= set(epochs)
     ids = [x["frame_id"] for x in lines]

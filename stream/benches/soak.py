@@ -89,6 +89,17 @@ def fd_count(pid: int) -> int | None:
         return None
 
 
+def ring_maps(pid: int) -> int | None:
+    """Shared-memory ring mappings of a process (``/proc/PID/maps`` lines naming a ``psring-``
+    file): the rings are unlinked once both sides mapped them, so a ring that is never unmapped
+    shows here, not in ``/dev/shm``."""
+    try:
+        with open(f"/proc/{pid}/maps") as f:
+            return sum("psring-" in line for line in f)
+    except OSError:
+        return None
+
+
 def shm_entries(prefix: str = "psring-") -> int:
     return len(glob.glob(os.path.join(SHM_ROOT, prefix + "*")))
 
@@ -162,7 +173,10 @@ class Sampler:
         self.error: str | None = None
         self._interrupted_main = False
         self._bar = tqdm(total=round(minutes, 3), unit="min", file=sys.stderr, dynamic_ncols=True,
-                         bar_format="{l_bar}{bar}| {n:.2f}/{total:.2f} min [{postfix}]", disable=not bar)
+                         bar_format="{l_bar}{bar}| {n:.2f}/{total:.2f} min{postfix}", disable=not bar)
+        # on a terminal: every second; into a log file: every 30 s (a 24 h run stays readable)
+        self._refresh_s = 1.0 if getattr(sys.stderr, "isatty", lambda: False)() else 30.0
+        self._next_refresh = 0.0
         self._thread = threading.Thread(target=self._run, name="soak-sampler", daemon=True)
 
     def start(self) -> None:
@@ -174,7 +188,8 @@ class Sampler:
         t = time.monotonic() - self.t0
         pids = dict(self.pipe.pids)
         pids[SUPERVISOR] = os.getpid()
-        procs = {name: {"pid": pid, "rss_mb": rss_mb(pid), "fds": fd_count(pid)} for name, pid in pids.items()}
+        procs = {name: {"pid": pid, "rss_mb": rss_mb(pid), "fds": fd_count(pid), "ring_maps": ring_maps(pid)}
+                 for name, pid in pids.items()}
         s = {"t_s": round(t, 3), "frames": self.frames, "procs": procs,
              "shm_psring": shm_entries(), "shm_pipeline": shm_entries(self.own_prefix) if self.own_prefix else None,
              "folder_entries": folder_entries(self.folder),
@@ -194,8 +209,10 @@ class Sampler:
                     rss = sum(p["rss_mb"] or 0.0 for p in s["procs"].values())
                     self._bar.set_postfix_str(f"{self.frames} frames, {self.frames / max(t, 1e-9):.1f} fps, "
                                               f"RSS {rss:.0f} MB", refresh=False)
-                self._bar.n = round(min(t, self.duration) / 60.0, 3)
-                self._bar.refresh()
+                if now >= self._next_refresh:
+                    self._bar.n = round(min(t, self.duration) / 60.0, 3)
+                    self._bar.refresh()
+                    self._next_refresh = now + self._refresh_s
                 if t >= self.duration:
                     self.done.set()
                 if now - self.last_result > STALL_S and not self.stalled:
@@ -304,8 +321,12 @@ def analyse(samples: list[dict], warmup: float, goal_mb: float) -> dict:
             why.append(f"RSS +{growth:.1f} MB >= {goal_mb:g}")
         if f0 is not None and f1 is not None and f1 > f0 + FLAT_SLACK:
             why.append(f"fds {f0} -> {f1}")
+        m0, m1 = a.get("ring_maps"), b.get("ring_maps")
+        if m0 is not None and m1 is not None and m1 > m0 + FLAT_SLACK:
+            why.append(f"ring mappings {m0} -> {m1}")
         res["procs"][name] = {"rss_first_mb": r0, "rss_last_mb": r1, "growth_mb": growth, "fds_first": f0,
-                              "fds_last": f1, "ok": not why, "why": "; ".join(why)}
+                              "fds_last": f1, "ring_maps_first": m0, "ring_maps_last": m1, "ok": not why,
+                              "why": "; ".join(why)}
         if why:
             res["failures"].append(f"{name}: {'; '.join(why)}")
     for key, label in (("shm_pipeline", "shared-memory rings"), ("folder_entries", "private-folder entries")):
@@ -324,7 +345,9 @@ def _fmt(v, spec: str = ".1f") -> str:
 def print_report(out: dict, file=sys.stdout) -> None:
     a = out["analysis"]
     p = lambda *x: print(*x, file=file)  # noqa: E731
-    p(f"soak: {out['model']} ({out['model_description'] or 'model'}) on {out['source']}, "
+    desc = out["model_description"]
+    model = desc if desc.startswith(out["model"]) else f"{out['model']} ({desc or 'model'})"
+    p(f"soak: {model} on {out['source']}, "
       f"{out['elapsed_s'] / 60:.2f} min, sampled every {out['interval_s']:g} s ({len(out['samples'])} samples)")
     if a.get("warmup_note"):
         p(f"note: {a['warmup_note']}")
@@ -332,13 +355,14 @@ def print_report(out: dict, file=sys.stdout) -> None:
         p(f"growth: last sample ({a['last_t_s']:.0f} s) - first after warm-up ({a['first_t_s']:.0f} s; "
           f"warm-up {out['warmup_s']:g} s)")
     p(f"{'process':<11} {'pid':>8} {'RSS first MB':>13} {'last MB':>9} {'growth MB':>10} {'fds first':>10} "
-      f"{'last':>5}  verdict (goal < {out['goal_mb']:g} MB)")
+      f"{'last':>5} {'rings':>6}  verdict (goal < {out['goal_mb']:g} MB)")
     pids = out["samples"][-1]["procs"] if out["samples"] else {}
     for name, r in a["procs"].items():
         pid = (pids.get(name) or {}).get("pid")
         g = r["growth_mb"]
         p(f"{name:<11} {_fmt(pid, 'd'):>8} {_fmt(r['rss_first_mb']):>13} {_fmt(r['rss_last_mb']):>9} "
-          f"{('-' if g is None else f'{g:+.1f}'):>10} {_fmt(r['fds_first'], 'd'):>10} {_fmt(r['fds_last'], 'd'):>5}  "
+          f"{('-' if g is None else f'{g:+.1f}'):>10} {_fmt(r['fds_first'], 'd'):>10} {_fmt(r['fds_last'], 'd'):>5} "
+          f"{_fmt(r['ring_maps_first'], 'd') + '/' + _fmt(r['ring_maps_last'], 'd'):>6}  "
           f"{'ok' if r['ok'] else 'FAIL: ' + r['why']}")
     fps = out["frames"] / out["run_s"] if out["run_s"] > 0 else 0.0
     p(f"frames processed {out['frames']} ({fps:.1f} fps; pipeline: in {_fmt(out['frames_in'], 'd')}, "
@@ -354,6 +378,8 @@ def print_report(out: dict, file=sys.stdout) -> None:
     for k in ("record", "jsonl"):
         if out["files"].get(k):
             p(f"{k}: {_fmt(out['files_mb'].get(k), '.1f')} MB ({out['files'][k]}{', removed' if out['files_removed'] else ''})")
+    p("(rings: the psring-* files are unlinked once both ends mapped them, so /dev/shm holds none while the "
+      "pipeline runs; 'rings' above counts each process's ring mappings, first/last)")
     p(f"cpu flags: {out['cpu_flags']}")
     p(f"command: {out['command']}")
     if out.get("interrupted"):
@@ -448,7 +474,7 @@ def run(args: argparse.Namespace) -> int:
             return 130
         folder = pipe._sup.folder
         model_desc = (pipe.meta.get("model") or {}).get("description", "") if isinstance(pipe.meta, dict) else ""
-        print(f"soak: model {args.model}{' (' + model_desc + ')' if model_desc else ''}, source {source}, "
+        print(f"soak: model {model_desc if model_desc.startswith(args.model) else args.model}, source {source}, "
               f"{args.minutes:g} min, samples every {args.interval:g} s, outputs in {work}", file=sys.stderr)
         sampler = Sampler(pipe, args.interval, args.minutes, files, wake=sig.wake)
         sig.phase = "running"
