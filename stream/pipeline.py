@@ -203,13 +203,21 @@ def validate_config(cfg: PipelineConfig) -> None:
             raise ValueError(f"{s}: would be overwritten by {seen[os.path.realpath(str(s))]}")
 
 
+def _ignore_stop_signals() -> None:
+    for sig in EXIT_SIGNALS:
+        signal.signal(sig, signal.SIG_IGN)
+
+
 class _Child:
     """One pipeline process: ``python -m posestream.stream.runner SPEC_JSON`` (a fresh interpreter)."""
 
     def __init__(self, name: str, args: dict) -> None:
         self.name = name
+        # the stop signals are ignored from the first instruction on (an ignored disposition survives
+        # exec), so a Ctrl-C while the child still imports cannot kill it; the runner then arms its
+        # own SIGTERM handler (the supervisor's death)
         self.popen = subprocess.Popen([sys.executable, "-m", "posestream.stream.runner", json.dumps(args)],
-                                      stdin=subprocess.DEVNULL, close_fds=True)
+                                      stdin=subprocess.DEVNULL, close_fds=True, preexec_fn=_ignore_stop_signals)
         self.pid = self.popen.pid
         self.seen = False   # its exit has been looked at
 

@@ -1,5 +1,7 @@
-"""Soak test: bounded memory for 24/7 runs. A looping live source through the whole pipeline, with
-RSS, open fds and shared-memory entries sampled on time for every process.
+"""Soak test: bounded memory for 24/7 runs (RSS, fds, rings per process over a looping live source).
+
+A looping live source runs through the whole pipeline while RSS, open fds and shared-memory
+entries are sampled on time for every process.
 
 The source (default ``../shared/data/videos/vtest.avi`` from the repo root) is played forever
 (``source_options.file.loop``: every pass a new epoch) at full speed with the live policy, through
@@ -48,6 +50,7 @@ DEFAULT_SOURCE = "../shared/data/videos/vtest.avi"  # relative to the repo root
 SUPERVISOR = "supervisor"
 SHM_ROOT = "/dev/shm"
 FLAT_SLACK = 2          # fds / entries may end at most this many above their first sample
+MP4_MB_PER_MIN = 40.0  # what the recording grew by on vtest.avi with lite (~40 fps), for the free-space warning
 STALL_S = 60.0          # no result for this long: the run is stopped and fails
 
 
@@ -387,7 +390,7 @@ def print_report(out: dict, file=sys.stdout) -> None:
     if out["failures"]:
         p("FAIL: " + " | ".join(out["failures"]))
     else:
-        p(f"PASS: every process grew < {out['goal_mb']:g} MB after warm-up; fds, rings and folder entries flat; "
+        p(f"{'PASS (so far)' if out.get('interrupted') else 'PASS'}: every process grew < {out['goal_mb']:g} MB after warm-up; fds, rings and folder entries flat; "
           f"nothing left after close")
 
 
@@ -449,6 +452,12 @@ def run(args: argparse.Namespace) -> int:
         work = Path(tempfile.mkdtemp(prefix="posestream-soak-"))
         keep = False
     files = {"record": str(work / "soak.mp4"), "jsonl": str(work / "soak.jsonl")}
+    need_mb = MP4_MB_PER_MIN * args.minutes
+    free_mb = shutil.disk_usage(work).free / 2**20
+    if free_mb < need_mb:
+        print(f"posestream bench soak: warning: {free_mb / 1024:.1f} GB free in {work}, the recording may need "
+              f"~{need_mb / 1024:.1f} GB ({MP4_MB_PER_MIN:g} MB/min at ~40 fps with lite); see --out-dir",
+              file=sys.stderr)
     sig = _Signals()
     sig.install()
     pipe = sampler = None
