@@ -34,8 +34,12 @@ demo: $(STAMP) $(if $(filter $(DEMO_CLIP),$(SOURCE)),$(DEMO_CLIP))
 	@echo "demo: keypoints (JSONL) $(CURDIR)/out/demo.jsonl"
 	@echo "demo: metrics summary   $(CURDIR)/out/demo-summary.json"
 
+# The webcam's live view in the browser (http://127.0.0.1:8080/, opened in the default browser;
+# on a headless machine the URL is printed). CAMERA= picks another source, PORT= another port.
+CAMERA ?= 0
+PORT ?= 8080
 live: $(STAMP)
-	$(BIN)/posestream run --source 0 --show
+	$(BIN)/posestream run --source $(CAMERA) --serve $(PORT) --open
 
 # system packages for the RTSP tests (GStreamer's RTSP server on loopback); skipped when not root
 test-deps:

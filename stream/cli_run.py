@@ -28,7 +28,8 @@ import argparse
 import json
 import sys
 
-FLAGS = {("infer", "model"): "--model", ("infer", "backend"): "--backend", ("infer", "device"): "--device",
+FLAGS = {("sink", "serve"): "--serve", ("sink", "publish"): "--publish", ("sink", "stream"): "--stream",
+         ("infer", "model"): "--model", ("infer", "backend"): "--backend", ("infer", "device"): "--device",
          ("infer", "input_size"): "--input-size", ("infer", "fp16"): "--fp16", ("sink", "record"): "--record",
          ("sink", "jsonl"): "--jsonl", ("sink", "show"): "--show", ("policy",): "--policy",
          ("summary",): "--summary", ("stop_timeout",): "--stop-timeout"}
@@ -49,6 +50,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--record", default=None, help="write an H.264 MP4 with the overlay (folders are created)")
     p.add_argument("--jsonl", default=None, help="write keypoints, one JSON line per frame")
     p.add_argument("--show", action="store_true", help="show a window with the overlay (needs a GUI OpenCV)")
+    p.add_argument("--serve", default=None, metavar="[HOST:]PORT",
+                   help="live view in a browser at http://HOST:PORT/ (host 127.0.0.1 unless given; another "
+                        "host gets an access token, printed in the URL; $POSESTREAM_SERVE_TOKEN sets it)")
+    p.add_argument("--open", action="store_true", help="open the --serve page in the default browser")
+    p.add_argument("--publish", default=None, metavar="ADDRESS",
+                   help="publish every frame's JSON on a ZeroMQ PUB socket, e.g. tcp://127.0.0.1:5555 "
+                        "(topic: the source id; read it with `posestream listen ADDRESS`)")
+    p.add_argument("--stream", action="append", default=None, metavar="URL",
+                   help="push the annotated H.264 to a media server: rtsp://HOST:PORT/PATH or rtmp://...; "
+                        "repeatable; {source} in the URL: one push per source")
     p.add_argument("--no-hud", action="store_true", help="no fps/latency overlay")
     p.add_argument("--policy", choices=("auto", "live", "lossless"), default=None,
                    help="flow policy (default auto: live for cameras, lossless for files)")
@@ -94,18 +105,21 @@ def _set_value(d: dict, item: str) -> tuple:
     return path
 
 
-def build_config(args: argparse.Namespace):
-    """-> (PipelineConfig, where) with ``where(path) -> str``: how to name a config key in an error
-    (the flag that set it, the ``--set`` item, or ``file:line``)."""
-    from posestream.models.config import Locations, load_yaml
+def build_config(args: argparse.Namespace, origin: dict | None = None, locs=None):
+    """-> (PipelineConfig, origin, locations): ``origin`` maps a config key path to the flag or
+    ``--set`` item that set it, ``locations`` (:class:`Locations`) to its line in ``--config``; both
+    say where a bad value came from in an error. Pass ``origin`` (a dict) and ``locs`` (a
+    ``Locations``) to have them filled in place, so they are known also when this raises."""
+    from posestream.models.config import ConfigError, Locations, load_yaml
 
     from .pipeline import PipelineConfig
 
     d: dict = {}
-    locs = Locations()
+    origin = {} if origin is None else origin
+    locs = Locations() if locs is None else locs
     if args.config:
-        d, locs = load_yaml(args.config)
-    origin: dict[tuple, str] = {}
+        d, found = load_yaml(args.config)
+        locs.update(found)
     for item in args.set:
         origin[_set_value(d, item)] = f"--set {item}"
     cfg_dict = dict(d)
@@ -132,6 +146,10 @@ def build_config(args: argparse.Namespace):
     if args.show:
         sink["show"] = True
         origin[("sink", "show")] = "--show"
+    for key, val in (("serve", args.serve), ("publish", args.publish), ("stream", args.stream)):
+        if val is not None:
+            sink[key] = val
+            origin[("sink", key)] = FLAGS[("sink", key)]
     cfg.sink = sink
     if args.no_hud:
         cfg.render = {**cfg.render, "hud": False}
@@ -148,7 +166,18 @@ def build_config(args: argparse.Namespace):
         origin[("stop_timeout",)] = "--stop-timeout"
     if args.quiet:
         cfg.status_interval = 0
-    cfg.__post_init__()  # the flags' values go through the same checks
+    try:
+        cfg.__post_init__()  # the flags' values go through the same checks
+    except ConfigError:
+        raise
+    except ValueError as e:  # attributed to its key, so that the message names the flag that set it
+        from posestream.models.config import _field_of, _without_name
+
+        msg = str(e)
+        name = _field_of(msg, [f for f in vars(cfg)])
+        if name is None:
+            raise
+        raise ConfigError(msg, (name,), _without_name(msg, name)) from None
     return cfg, origin, locs
 
 
@@ -165,23 +194,53 @@ def _config_message(e, origin: dict, locs, file) -> str:
     return str(e)
 
 
+def _open_browser(meta: dict) -> None:
+    """The view's page in the default browser; on a machine without one, the URL is what is left."""
+    import webbrowser
+
+    url = (meta.get("web") or {}).get("url")
+    if not url:
+        return
+    try:
+        webbrowser.get()
+    except webbrowser.Error:
+        print(f"posestream: no browser here; open {url}", file=sys.stderr, flush=True)
+        return
+    if not webbrowser.open(url):
+        print(f"posestream: could not start a browser; open {url}", file=sys.stderr, flush=True)
+
+
+def _write_summary(path, summary: dict) -> None:
+    from pathlib import Path
+
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_text(json.dumps(summary, indent=2))
+
+
 def run(args: argparse.Namespace) -> int:
+    import dataclasses
     import logging
 
-    from posestream.models.config import ConfigError
+    from posestream.models.config import ConfigError, Locations
 
     from .pipeline import PipelineError, Supervisor, validate_config
 
-    origin, locs = {}, None
+    origin, locs = {}, Locations()
     try:
-        cfg, origin, locs = build_config(args)
+        cfg, origin, locs = build_config(args, origin, locs)
         validate_config(cfg)
     except ConfigError as e:
-        return _fail(_config_message(e, origin, locs, args.config))
+        return _fail(" ".join(_config_message(e, origin, locs, args.config).split()))
     except ValueError as e:
         return _fail(" ".join(str(e).split()))
     level = logging.getLogger().getEffectiveLevel()
-    sup = Supervisor(cfg, log_level=level)
+    # the summary file is written here, once the run has started: a run refused at start-up
+    # (bad source, model) leaves no file behind, like the other outputs
+    summary_path = cfg.summary
+    if args.open and cfg.sink.get("serve") is None:
+        return _fail("--open needs --serve [HOST:]PORT")
+    sup = Supervisor(dataclasses.replace(cfg, summary=None), log_level=level,
+                     on_ready=_open_browser if args.open else None)
     try:
         summary = sup.run()
     except PipelineError as e:
@@ -189,13 +248,19 @@ def run(args: argparse.Namespace) -> int:
             import signal
 
             return _fail(f"stopped by {signal.Signals(sup.signal).name} while starting", 128 + int(sup.signal))
-        return _fail(str(e), 2 if e.user else 1)
+        return _fail(" ".join(str(e).split()), 2 if e.user else 1)
+    if summary_path:
+        try:
+            _write_summary(summary_path, summary)
+        except OSError as e:
+            print(json.dumps(summary, indent=2))
+            return _fail(f"--summary {summary_path}: cannot be written ({e.strerror or e})", 1)
     print(json.dumps(summary, indent=2))
     if summary["failed_stage"] or any(e.startswith("output ") for e in summary["errors"]):
-        return _fail("; ".join(summary["errors"]), 1)
+        return _fail(" ".join("; ".join(summary["errors"]).split()), 1)
     user_errors = [e for e in summary["errors"] if not e.startswith(("stage ", "infer:", "track:", "output:"))]
     if user_errors and summary["frames_out"] == 0 and sup.signal is None:
-        return _fail(user_errors[0])
+        return _fail(" ".join(user_errors[0].split()))
     if sup.signal is not None:
         return 128 + int(sup.signal)
     if summary["interrupted"]:

@@ -78,6 +78,14 @@ class InferConfig:
             raise ValueError(f"slow_ms must be a number >= 0, got {self.slow_ms!r}")
         if not isinstance(self.model, str) or not self.model:
             raise ValueError(f"model must be a name or a path, got {self.model!r}")
+        if self.decoder:  # checked here, before anything starts, not only in the inference process
+            from posestream.models.config import ConfigError
+            from posestream.models.fields import DecoderConfig
+
+            try:
+                DecoderConfig.from_dict(self.decoder)
+            except ConfigError as e:
+                raise e.under("decoder") from None
 
     @classmethod
     def from_dict(cls, d: dict | None) -> "InferConfig":
@@ -87,14 +95,47 @@ class InferConfig:
         return from_section(cls, d, "infer option")
 
 
+def _first_line(e: BaseException) -> str:
+    text = " ".join(str(e).split()) or type(e).__name__
+    return text if len(text) <= 200 else text[:197] + "..."
+
+
 def _cache_dir(cfg: InferConfig) -> Path:
     return Path(cfg.cache_dir or os.environ.get("POSESTREAM_CACHE", Path.home() / ".cache" / "posestream"))
 
 
+_META_KEYS = ("arch", "stride", "input_size", "mean", "std", "skeleton")
+
+
+def _check_meta(meta, where) -> dict:
+    """The model metadata the predictor needs, or a ValueError naming the file and the key."""
+    from posestream.models.skeleton import get_skeleton
+
+    if not isinstance(meta, dict):
+        raise ValueError(f"{where}: no model metadata (got {type(meta).__name__})")
+    missing = [k for k in _META_KEYS if k not in meta]
+    if missing:
+        raise ValueError(f"{where}: the model metadata lacks {', '.join(missing)}")
+    try:
+        get_skeleton(meta["skeleton"])
+    except (KeyError, TypeError) as e:
+        raise ValueError(f"{where}: {e.args[0] if e.args else e}") from None
+    for key in ("stride", "input_size"):
+        v = meta[key]
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0:
+            raise ValueError(f"{where}: model metadata {key} must be a number > 0, got {v!r}")
+    for key in ("mean", "std"):
+        v = meta[key]
+        if not (isinstance(v, (list, tuple)) and len(v) == 3
+                and all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in v)):
+            raise ValueError(f"{where}: model metadata {key} must be 3 numbers, got {v!r}")
+    return meta
+
+
 def load_network(cfg: InferConfig):
     """-> (run(x: (1,3,H,W) float32 ndarray) -> (heatmaps, pafs) ndarrays, meta, description)."""
-    from posestream.models.checkpoint import load_checkpoint
-    from posestream.models.export import export_onnx, onnx_session, read_onnx_meta
+    from posestream.models.checkpoint import CheckpointError, load_checkpoint
+    from posestream.models.export import ExportError, export_onnx, onnx_session, read_onnx_meta
     from posestream.models.registry import build_model, list_models
 
     from posestream.models.shipped import DEFAULT_MODEL, shipped_checkpoint
@@ -105,10 +146,20 @@ def load_network(cfg: InferConfig):
     if path.suffix == ".onnx":
         if not path.is_file():
             raise FileNotFoundError(f"{path}: ONNX model not found")
-        meta = read_onnx_meta(path)
+        try:
+            meta = read_onnx_meta(path)
+        except ExportError as e:  # not one of ours (no metadata)
+            raise ValueError(str(e)) from None
+        except Exception as e:  # noqa: BLE001 - ONNX Runtime raises its own types for a bad file
+            raise ValueError(f"{path}: not a readable ONNX model ({_first_line(e)})") from None
         model = None
     elif path.suffix in (".pt", ".pth") or path.exists():
-        model, meta = load_checkpoint(path)
+        try:
+            model, meta = load_checkpoint(path)
+        except CheckpointError:
+            raise
+        except Exception as e:  # noqa: BLE001 - a readable file whose contents do not build a model
+            raise ValueError(f"{path}: not a usable checkpoint ({_first_line(e)})") from None
     elif spec in list_models():
         import torch
 
@@ -117,6 +168,7 @@ def load_network(cfg: InferConfig):
         meta = model.meta()
     else:
         raise ValueError(f"{spec}: not a checkpoint, ONNX file or registered model (known: {', '.join(list_models())})")
+    meta = _check_meta(meta, path if not random_init else spec)
     backend = cfg.backend
     if backend == "auto":
         backend = "onnxruntime"

@@ -250,7 +250,7 @@ class Supervisor:
     """
 
     def __init__(self, cfg: PipelineConfig, log_level: int = logging.WARNING, out=sys.stderr,
-                 results: tuple[str, bool] | None = None) -> None:
+                 results: tuple[str, bool] | None = None, on_ready=None) -> None:
         if not cfg.sources:
             raise PipelineError("no source given", user=True)
         self.cfg = cfg
@@ -279,6 +279,7 @@ class Supervisor:
         self._summary: dict | None = None
         self._old_handlers: dict = {}
         self.results_rx = None
+        self.on_ready = on_ready   # called with the metadata once every process is ready
 
     # -- public ------------------------------------------------------------------------------------
 
@@ -431,7 +432,10 @@ class Supervisor:
                               {"address": self.results[0], "policy": self.policy, "images": self.results[1]}])
         if render_needed:
             out_chain.append(["posestream.stream.stages:render_stage", {"config": cfg.render}])
-        out_chain.append(["posestream.stream.stages:output_stage", {"sink": cfg.sink}])
+        sink = dict(cfg.sink)
+        if sink.get("fragmented") is None:  # live runs may last for ever: an MP4 index that does not grow
+            sink["fragmented"] = self.policy == "live"
+        out_chain.append(["posestream.stream.stages:output_stage", {"sink": sink}])
         keep = render_needed or images_to_program
         specs = [
             StageSpec("output", out_chain, a["output"], None, self.policy, n, wait_meta=True, folder=folder,
@@ -473,6 +477,11 @@ class Supervisor:
         model = (self.ready.get("infer", {}).get("meta") or {}).get("model") or {}
         if self.cfg.status_interval and model:
             print(f"posestream: model {model.get('description', model.get('arch'))}", file=self.out)
+        web = self.meta.get("web") or {}
+        if web.get("url"):
+            print(f"posestream: live view at {web['url']}", file=self.out, flush=True)
+        if self.on_ready is not None:
+            self.on_ready(self.meta)
 
     def _handle(self, msg: dict) -> None:
         t, stage = msg.get("type"), msg.get("stage", "?")

@@ -22,7 +22,7 @@ import logging
 import math
 import numbers
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
 
@@ -52,7 +52,12 @@ class Mp4Writer:
       pixel on the right / bottom, repeating the last column / row, so no image content is lost
       (the file is then ``width + 1`` or ``height + 1`` pixels wide / high).
     * The ``moov`` atom is moved to the front of the file when it is closed (``movflags
-      +faststart``), so playback can start before the whole file is downloaded.
+      +faststart``), so playback can start before the whole file is downloaded. That layout needs
+      the index of every frame in memory until the end (≈ 80 bytes per frame, 2.6 MB per 35 000
+      frames: measured), so long live recordings use ``fragmented=True`` instead: fragmented MP4
+      (a fragment per keyframe, ``frag_keyframe+empty_moov+default_base_moof``), flat memory,
+      still playable in browsers, and playable up to its last fragment even if the process is
+      killed before ``close()``.
     * Time base ``1 / (fps * n)`` with the smallest integer ``n`` making one tick <= 1 ms: frames
       on the nominal frame grid land on exact ticks and irregular source timestamps keep
       millisecond precision. The MP4 muxer may pick a finer timescale for the file.
@@ -69,6 +74,7 @@ class Mp4Writer:
         height: their height.
         crf: x264 constant rate factor (0 lossless .. 51; 23 default quality).
         preset: x264 speed preset (``ultrafast`` .. ``veryslow``).
+        fragmented: fragmented MP4 (see above) instead of ``faststart``.
 
     Attributes:
         frames_written: frames handed to the encoder so far (all are in the file after ``close()``).
@@ -76,7 +82,7 @@ class Mp4Writer:
     """
 
     def __init__(self, path: str | os.PathLike, fps: float, width: int, height: int, crf: int = 23,
-                 preset: str = "veryfast") -> None:
+                 preset: str = "veryfast", fragmented: bool = False) -> None:
         if isinstance(fps, bool) or not (isinstance(fps, numbers.Real) and math.isfinite(fps) and fps > 0):
             raise ValueError(f"fps must be a finite number > 0, got {fps!r}")
         if int(width) < 1 or int(height) < 1:
@@ -95,11 +101,14 @@ class Mp4Writer:
         self.frames_written = 0
         self.pts_bumped = 0
         self._last_pts: int | None = None
-        self._container = av.open(str(self.path), mode="w", format="mp4",
-                                  container_options={"movflags": "+faststart"})
+        self.fragmented = bool(fragmented)
+        flags = "frag_keyframe+empty_moov+default_base_moof" if self.fragmented else "+faststart"
+        self._container = av.open(str(self.path), mode="w", format="mp4", container_options={"movflags": flags})
         try:
-            stream = self._container.add_stream("libx264", rate=self.rate,
-                                                options={"crf": str(int(crf)), "preset": str(preset)})
+            opts = {"crf": str(int(crf)), "preset": str(preset)}
+            if self.fragmented:  # a keyframe (and so a fragment) every ~2 s
+                opts["g"] = str(max(1, round(2 * float(self.rate))))
+            stream = self._container.add_stream("libx264", rate=self.rate, options=opts)
             stream.width, stream.height = self.enc_width, self.enc_height
             stream.pix_fmt = "yuv420p"
             stream.time_base = self.time_base
@@ -266,6 +275,15 @@ class SinkConfig:
         crf: x264 quality (0 .. 51).
         preset: x264 speed preset.
         show: show the frames in a window (:class:`WindowSink`; needs a GUI build of OpenCV).
+        fragmented: fragmented MP4 (flat memory for 24/7 recordings, playable even after a kill);
+            None: fragmented for live sources, ``faststart`` for files (see :class:`Mp4Writer`).
+        serve: ``[HOST:]PORT`` of the live browser view (:class:`stream.web.WebSink`; host
+            127.0.0.1 unless given; a non-loopback host requires a token).
+        serve_token: the view's access token (default: generated for non-loopback hosts, or
+            ``$POSESTREAM_SERVE_TOKEN``).
+        max_viewers, jpeg_quality: limits of the browser view.
+        publish: ZeroMQ PUB address for the per-frame JSON (``tcp://127.0.0.1:5555``).
+        stream: ``rtsp://`` / ``rtmp://`` URLs to push the annotated H.264 to.
     """
 
     record: str | None = None
@@ -274,8 +292,34 @@ class SinkConfig:
     crf: int = 23
     preset: str = "veryfast"
     show: bool = False
+    fragmented: bool | None = None
+    serve: str | int | None = None
+    serve_token: str | None = None
+    max_viewers: int = 8
+    jpeg_quality: int = 80
+    publish: str | None = None
+    stream: list = field(default_factory=list)
 
     def __post_init__(self) -> None:
+        if self.serve is not None:
+            from posestream.stream.web import parse_serve
+
+            parse_serve(self.serve)  # a ValueError names what is wrong with it
+        if isinstance(self.max_viewers, bool) or not isinstance(self.max_viewers, int) or not 1 <= self.max_viewers <= 1000:
+            raise ValueError(f"max_viewers must be an integer in 1..1000, got {self.max_viewers!r}")
+        if isinstance(self.jpeg_quality, bool) or not isinstance(self.jpeg_quality, int) or not 10 <= self.jpeg_quality <= 100:
+            raise ValueError(f"jpeg_quality must be an integer in 10..100, got {self.jpeg_quality!r}")
+        if isinstance(self.stream, str):
+            self.stream = [self.stream]
+        if self.publish is not None:
+            from posestream.stream.publish import parse_address
+
+            parse_address(self.publish)
+        if self.stream:
+            from posestream.stream.restream import check_url
+
+            for url in self.stream:
+                check_url(url)
         if isinstance(self.fps, bool) or not isinstance(self.fps, (int, float)) or not (
                 math.isfinite(self.fps) and 0 < self.fps <= 1000):
             raise ValueError(f"fps must be a number in (0, 1000], got {self.fps!r}")
@@ -303,11 +347,27 @@ def build_sinks(config: SinkConfig) -> list:
     """The sinks a :class:`SinkConfig` asks for, in a fixed order (MP4, JSONL, window)."""
     sinks: list = []
     if config.record is not None:
-        sinks.append(Mp4Sink(config.record, fps=config.fps, crf=config.crf, preset=config.preset))
+        sinks.append(Mp4Sink(config.record, fps=config.fps, crf=config.crf, preset=config.preset,
+                             fragmented=bool(config.fragmented)))
     if config.jsonl is not None:
         sinks.append(JsonlSink(config.jsonl))
     if config.show:
         sinks.append(WindowSink())
+    if config.serve is not None:
+        from posestream.stream.web import WebSink, parse_serve
+
+        host, port = parse_serve(config.serve)
+        token = config.serve_token or os.environ.get("POSESTREAM_SERVE_TOKEN") or None
+        sinks.append(WebSink(host, port, token=token, max_viewers=config.max_viewers,
+                             jpeg_quality=config.jpeg_quality))
+    if config.publish is not None:
+        from posestream.stream.publish import PublishSink
+
+        sinks.append(PublishSink(config.publish))
+    for url in config.stream:
+        from posestream.stream.restream import RestreamSink
+
+        sinks.append(RestreamSink(url, crf=config.crf, preset=config.preset))
     return sinks
 
 
@@ -373,9 +433,10 @@ class Mp4Sink(Sink):
     name = "mp4"
     needs_image = True
 
-    def __init__(self, path: str | os.PathLike, fps: float = 30.0, crf: int = 23, preset: str = "veryfast") -> None:
+    def __init__(self, path: str | os.PathLike, fps: float = 30.0, crf: int = 23, preset: str = "veryfast",
+                 fragmented: bool = False) -> None:
         self.path = Path(path)
-        self.fps, self.crf, self.preset = fps, crf, preset
+        self.fps, self.crf, self.preset, self.fragmented = fps, crf, preset, bool(fragmented)
         self._recordings: dict[int, _Recording] = {}
         self._first_source: int | None = None
         self._paths: dict[int, Path] = {}
@@ -400,7 +461,7 @@ class Mp4Sink(Sink):
         if not (isinstance(fps, (int, float)) and not isinstance(fps, bool) and math.isfinite(fps) and fps > 0):
             fps = self.fps
         path = self._recording_path(frame.source_id)
-        writer = Mp4Writer(path, float(fps), w, h, crf=self.crf, preset=self.preset)
+        writer = Mp4Writer(path, float(fps), w, h, crf=self.crf, preset=self.preset, fragmented=self.fragmented)
         self._paths[frame.source_id] = path
         LOG.info("recording source %d to %s (%dx%d, %.3g fps)", frame.source_id, path, w, h, fps)
         return _Recording(writer, frame.epoch)
@@ -526,10 +587,23 @@ class OutputStage:
                 except Exception:  # noqa: BLE001
                     pass
 
-    def open(self, meta: dict) -> None:
-        for sink in self.sinks:  # a sink that cannot open (no GUI for the window) fails the run at start
-            sink.open(meta)
-        return None
+    def open(self, meta: dict) -> dict:
+        """Open every sink (one that cannot — no GUI for the window, a port in use — fails the run
+        at start, after closing those already open); returns what the sinks report (the view's URL)."""
+        out: dict = {}
+        opened = []
+        try:
+            for sink in self.sinks:
+                out.update(sink.open(meta) or {})
+                opened.append(sink)
+        except BaseException:
+            for sink in opened:
+                try:
+                    sink.close()
+                except Exception:  # noqa: BLE001
+                    pass
+            raise
+        return out
 
     def process(self, frame: Frame) -> Frame:
         self._each("write", frame)
@@ -563,7 +637,12 @@ class OutputStage:
     def summary(self) -> dict:
         d: dict = {"outputs": self.paths, "sink_errors": dict(self._failed)}
         for sink in self.sinks:
-            d.update(sink.summary())
+            for key, value in (sink.summary() or {}).items():
+                if key in d:  # several sinks of one kind (two --stream URLs): a list of their summaries
+                    prev = d[key]
+                    d[key] = (prev if isinstance(prev, list) else [prev]) + [value]
+                else:
+                    d[key] = value
         return d
 
 

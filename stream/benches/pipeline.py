@@ -34,6 +34,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default="lite")
     p.add_argument("--frames", type=int, default=300, help="frames of the video used (default: %(default)s)")
     p.add_argument("--hop-frames", type=int, default=200)
+    p.add_argument("--serve", action="store_true",
+                   help="also run the pipeline with the browser view (--serve) and one connected viewer "
+                        "pulling every frame it can, and report its fps against the plain pipeline's")
     p.add_argument("--json", action="store_true")
 
 
@@ -226,18 +229,71 @@ def make_clip(source: str, frames: int, path: str) -> str:
     return path
 
 
-def multi_process(cfg) -> dict:
+def _viewer(url: str, stop, got: dict) -> None:
+    """A browser-like viewer of ``--serve``: subscribes to source 0 over /ws and pulls frames (one
+    credit at a time, as the page does), decoding each JPEG like a browser would."""
+    import asyncio
+
+    import aiohttp
+    import cv2
+
+    async def main() -> None:
+        ws_url = url.replace("http://", "ws://", 1).split("?")[0].rstrip("/") + "/ws"
+        async with aiohttp.ClientSession() as session:
+            async with session.ws_connect(ws_url) as ws:
+                await ws.send_json({"type": "subscribe", "sources": [0], "credits": 1})
+                while not stop.is_set():
+                    try:
+                        msg = await ws.receive(timeout=0.5)
+                    except asyncio.TimeoutError:
+                        continue
+                    if msg.type == aiohttp.WSMsgType.BINARY:
+                        n = int.from_bytes(msg.data[:4], "big")
+                        img = cv2.imdecode(np.frombuffer(msg.data[4 + n:], np.uint8), cv2.IMREAD_COLOR)
+                        got["frames"] += img is not None
+                        await ws.send_json({"type": "ready", "source_id": 0})
+                    elif msg.type in (aiohttp.WSMsgType.CLOSED, aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.ERROR):
+                        break
+
+    try:
+        asyncio.run(main())
+    except Exception as e:  # noqa: BLE001 - reported in the results
+        got["error"] = str(e)
+
+
+def multi_process(cfg, viewer: bool = False) -> dict:
+    import threading
+
     from posestream.stream.pipeline import Supervisor, validate_config
 
     validate_config(cfg)
+    stop, got, threads = threading.Event(), {"frames": 0}, []
+
+    def on_ready(meta: dict) -> None:
+        url = (meta.get("web") or {}).get("url")
+        if viewer and url:
+            t = threading.Thread(target=_viewer, args=(url, stop, got), daemon=True)
+            t.start()
+            threads.append(t)
+
     t0 = time.perf_counter()
-    s = Supervisor(cfg).run()
+    try:
+        s = Supervisor(cfg, on_ready=on_ready).run()
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(timeout=5)
     wall = time.perf_counter() - t0
     if s["errors"] or s["failed_stage"]:
         raise RuntimeError(f"the pipeline failed: {'; '.join(s['errors']) or s['failed_stage']}")
     lat = s["capture_to_output_ms"]
-    return {"frames": s["frames_out"], "fps": s["fps_out"], "wall_fps_incl_startup": s["frames_out"] / wall,
-            "latency_ms_p50": lat["p50"], "latency_ms_p95": lat["p95"]}
+    out = {"frames": s["frames_out"], "fps": s["fps_out"], "wall_fps_incl_startup": s["frames_out"] / wall,
+           "latency_ms_p50": lat["p50"], "latency_ms_p95": lat["p95"]}
+    if viewer:
+        out["viewer_frames"] = got["frames"]
+        if "error" in got:
+            out["viewer_error"] = got["error"]
+    return out
 
 
 def run(args: argparse.Namespace) -> int:
@@ -253,6 +309,11 @@ def run(args: argparse.Namespace) -> int:
         cfg = PipelineConfig(sources=[clip], infer={"model": args.model}, status_interval=0)
         res["single_process"] = single_process(cfg)
         res["multi_process"] = multi_process(cfg)
+        if args.serve:  # the same run with the browser view on a free loopback port and one viewer
+            served = PipelineConfig(sources=[clip], infer={"model": args.model}, status_interval=0,
+                                    sink={"serve": "127.0.0.1:0"})
+            res["served"] = multi_process(served, viewer=True)
+            res["served_ratio"] = res["served"]["fps"] / res["multi_process"]["fps"]
     res["speedup"] = res["multi_process"]["fps"] / res["single_process"]["fps"]
     res["hops"] = {name: hop_cost(hw, args.hop_frames if name != "4K" else max(20, args.hop_frames // 4))
                    for name, hw in SIZES.items()}
@@ -264,7 +325,14 @@ def run(args: argparse.Namespace) -> int:
     print(f"{'':<22} {'fps':>7} {'latency p50 ms':>15} {'p95 ms':>8}")
     print(f"{'single-process loop':<22} {sp['fps']:7.1f} {sp['latency_ms_p50']:15.1f} {sp['latency_ms_p95']:8.1f}")
     print(f"{'pipeline (processes)':<22} {mp_['fps']:7.1f} {mp_['latency_ms_p50']:15.1f} {mp_['latency_ms_p95']:8.1f}")
+    if "served" in res:
+        sv = res["served"]
+        print(f"{'+ --serve, 1 viewer':<22} {sv['fps']:7.1f} {sv['latency_ms_p50']:15.1f} {sv['latency_ms_p95']:8.1f}"
+              f"   viewer got {sv['viewer_frames']} of {sv['frames']} frames")
     print(f"pipeline / loop: {res['speedup']:.2f}x")
+    if "served" in res:
+        print(f"served / pipeline: {res['served_ratio']:.2f}x (goal >= 0.9; the served run also renders "
+              f"every frame and encodes the viewer's JPEGs)")
     print(f"{'frame':<9} {'MB':>6} {'hop ms':>8} {'memcpy ms':>10} {'ratio':>6} {'ZeroMQ-only hop ms':>19} {'ratio':>6}")
     for name, h in res["hops"].items():
         print(f"{name:<9} {h['bytes'] / 2**20:6.1f} {h['hop_ms']:8.3f} {h['memcpy_ms']:10.3f} {h['ratio']:6.2f} "

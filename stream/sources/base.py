@@ -24,13 +24,30 @@ class SourceError(RuntimeError):
 
 
 def _from_dict(cls, d: dict | None, what: str):
-    """``cls(**d)``; a key that is not a field of cls is a ValueError naming it (``what`` source option)."""
+    """``cls(**d)``; a key that is not a field of cls is a ValueError naming it (``what`` source option).
+
+    The errors are :class:`~posestream.models.config.ConfigError` (a ValueError) whose ``path`` is
+    the key, so that a config file's error names its line (``x.yaml:4: source_options.rtsp.timeout_s: ...``)."""
+    from collections.abc import Mapping
+
+    from posestream.models.config import ConfigError, _field_of, _without_name
+
+    if d is not None and not isinstance(d, Mapping):
+        raise ConfigError(f"expected a mapping of {what} source options, got {d!r} ({type(d).__name__})")
     d = dict(d or {})
     known = [f.name for f in fields(cls)]
     for key in d:
         if key not in known:
-            raise ValueError(f"unknown {what} source option {key!r}; known: {', '.join(known)}")
-    return cls(**d)
+            msg = f"unknown {what} source option {key!r}; known: {', '.join(known)}"
+            raise ConfigError(msg, (key,), msg)
+    try:
+        return cls(**d)
+    except ConfigError:
+        raise
+    except ValueError as e:
+        msg = str(e)
+        name = _field_of(msg, known)
+        raise ConfigError(msg, (name,) if name else (), _without_name(msg, name) if name else msg) from e
 
 
 def _positive(name: str, value, allow_none: bool = False) -> None:

@@ -116,6 +116,22 @@ class LatestFrame:
         return self._closed
 
 
+def _cv_log_level(level: int | None) -> int | None:
+    """OpenCV's log level (None: only read it); None where this OpenCV has no ``cv2.utils.logging``."""
+    import cv2
+
+    lg = getattr(getattr(cv2, "utils", None), "logging", None)
+    if lg is None:
+        return None
+    try:
+        old = lg.getLogLevel()
+        if level is not None:
+            lg.setLogLevel(level)
+        return old
+    except Exception:  # noqa: BLE001 - logging is a nicety
+        return None
+
+
 class WebcamSource(Source):
     """A camera through OpenCV, read by a thread that keeps only the newest frame.
 
@@ -140,7 +156,17 @@ class WebcamSource(Source):
         import cv2
 
         cfg = self.config
-        cap = cv2.VideoCapture(self.device, getattr(cv2, _CV_BACKENDS[cfg.backend]))
+        # OpenCV prints its own "[ WARN:0@0.02] ... can't open camera by index" lines straight to
+        # stderr for a missing camera; the SourceError below says it in one line
+        quiet = not LOG.isEnabledFor(logging.DEBUG)
+        level = _cv_log_level(None)
+        if quiet:
+            _cv_log_level(2)  # LOG_LEVEL_ERROR
+        try:
+            cap = cv2.VideoCapture(self.device, getattr(cv2, _CV_BACKENDS[cfg.backend]))
+        finally:
+            if quiet:
+                _cv_log_level(level)
         try:
             if not cap.isOpened():
                 raise SourceError(f"{self.spec}: cannot open camera (no such device, or busy)")
