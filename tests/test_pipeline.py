@@ -115,7 +115,7 @@ def _pid_of(proc, stage, timeout=60):
 def test_sigint_finalises_the_recording_with_every_processed_frame(tmp_path):
     p = start("run", "--source", str(VTEST), "--record", str(tmp_path / "i.mp4"), "--jsonl", str(tmp_path / "i.jsonl"),
               "--infer-delay-ms", "40", *FAST)
-    _pid_of(p, "capture0")
+    _pids_of(p, ["capture0", "infer", "track", "output"])  # all started: frames are flowing
     time.sleep(3)
     p.send_signal(signal.SIGINT)
     out, err = p.communicate(timeout=120)
