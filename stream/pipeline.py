@@ -511,6 +511,10 @@ class Supervisor:
         return f"exit status {code}"
 
     def _check_processes(self) -> None:
+        if self.control is None or not self.control.go.is_set():
+            # a start that failed: the error that refused it is the one line to report; the other
+            # processes exit because of it (one may see an end of stream before its metadata)
+            return
         for name, p in self.procs.items():
             if p.seen or p.is_alive():
                 continue
