@@ -3,7 +3,6 @@ Frame building) and the helpers the config dataclasses validate with."""
 from __future__ import annotations
 
 import logging
-from dataclasses import fields
 from typing import Iterator
 
 import numpy as np
@@ -24,30 +23,13 @@ class SourceError(RuntimeError):
 
 
 def _from_dict(cls, d: dict | None, what: str):
-    """``cls(**d)``; a key that is not a field of cls is a ValueError naming it (``what`` source option).
+    """``cls(**d)`` through :func:`posestream.models.config.from_section`: unknown keys, wrong types
+    and the dataclass's own checks are :class:`~posestream.models.config.ConfigError` (a ValueError)
+    naming the key (``unknown rtsp source option 'x'; known: ...``), whose ``path`` lets a config
+    file's error name its line (``x.yaml:4: source_options.rtsp.timeout_s: ...``)."""
+    from posestream.models.config import from_section
 
-    The errors are :class:`~posestream.models.config.ConfigError` (a ValueError) whose ``path`` is
-    the key, so that a config file's error names its line (``x.yaml:4: source_options.rtsp.timeout_s: ...``)."""
-    from collections.abc import Mapping
-
-    from posestream.models.config import ConfigError, _field_of, _without_name
-
-    if d is not None and not isinstance(d, Mapping):
-        raise ConfigError(f"expected a mapping of {what} source options, got {d!r} ({type(d).__name__})")
-    d = dict(d or {})
-    known = [f.name for f in fields(cls)]
-    for key in d:
-        if key not in known:
-            msg = f"unknown {what} source option {key!r}; known: {', '.join(known)}"
-            raise ConfigError(msg, (key,), msg)
-    try:
-        return cls(**d)
-    except ConfigError:
-        raise
-    except ValueError as e:
-        msg = str(e)
-        name = _field_of(msg, known)
-        raise ConfigError(msg, (name,) if name else (), _without_name(msg, name) if name else msg) from e
+    return from_section(cls, d, f"{what} source option")
 
 
 def _positive(name: str, value, allow_none: bool = False) -> None:
