@@ -455,6 +455,9 @@ def stage_main(spec: StageSpec, status_addr: str, control: Control, parent_pid: 
         code = 2 if user else 1
     finally:
         code = _finish(spec, opened, ended, tx, status, code, halted, stages if capture else [])
+        if tx is not None and halted():
+            # aborted: nobody downstream waits for what is still in the ring
+            tx.linger_s = min(tx.linger_s, 0.5)
         for s in (rx, tx):
             if s is not None:
                 try:

@@ -5,11 +5,13 @@ skeleton, or is refused before the first frame with exit status 2 and one line.
 Heatmap-only single-person models (``*_mpii``, no PAFs) decode one person per frame
 (``decode_single``): with random weights 0 or 1 person, never more.
 
-The big networks are marked ``slow`` (run by ``make test-slow``): on this 2-core machine the
-whole registry takes ~70 s when it is idle, but 4.5-6 min while another pipeline runs beside it
-(one model 15-50 s, 6-31 s CPU: the cmu_pose_* and stacked hourglasses the most; the hourglasses
-with random weights also find 20-60 "people" per frame to group). The default run keeps lite,
-movenet_paf and the cheapest hourglass and ``*_mpii`` model (the multiscale ones, stride 8).
+The big networks are marked ``slow`` (run by ``make test-slow``). Measured on this 2-core
+machine, the whole registry takes 70-105 s alone, but 4.5-6 min beside another pipeline (a soak
+run): one model 5-16 s alone (5-15 s CPU), 15-50 s under that load; the cmu_pose_* and the
+hourglasses cost the most, and the hourglasses with random weights find 20-60 "people" per frame
+to group. The default run keeps lite, movenet_paf and one hourglass and one ``*_mpii`` model
+(the multiscale ones: stride 8, where lite and movenet_paf have 4). ``SLOW`` may be emptied
+where the machine is not shared.
 """
 from __future__ import annotations
 
