@@ -55,9 +55,6 @@ class ConfigError(ValueError):
         """The same error with ``prefix`` put in front of its path (a section's name)."""
         return ConfigError(str(self), tuple(prefix) + self.path, self.detail)
 
-    def __reduce__(self):  # keep path and detail across pickling (errors cross process boundaries)
-        return (type(self), (str(self), self.path, self.detail))
-
 
 class Locations(dict):
     """``{key path tuple: 1-based line}`` of a YAML file: mapping keys (the line of the key) and
