@@ -8,19 +8,34 @@ from __future__ import annotations
 import importlib
 from typing import Callable
 
-__all__ = ["register_model", "build_model", "list_models", "model_entrypoint"]
+__all__ = ["register_model", "build_model", "list_models", "model_entrypoint", "model_kind", "KINDS"]
 
 _REGISTRY: dict[str, Callable] = {}
 _LOADED = False
 
 
-def register_model(fn: Callable) -> Callable:
-    """Register a variant function under its own name; it returns a ``PoseNet``."""
-    name = fn.__name__
-    if name in _REGISTRY and _REGISTRY[name] is not fn:
-        raise ValueError(f"model {name!r} is registered twice")
-    _REGISTRY[name] = fn
-    return fn
+KINDS = ("bottomup", "topdown")
+
+
+def register_model(fn: Callable | None = None, *, kind: str = "bottomup"):
+    """Register a variant function under its own name; it returns a ``PoseNet``.
+
+    ``kind``: ``bottomup`` (finds every person in an image: what ``posestream run --model`` takes)
+    or ``topdown`` (one person in a crop around a person found by a bottom-up model: what
+    ``--refine`` runs). Use as ``@register_model`` or ``@register_model(kind="topdown")``.
+    """
+    if kind not in KINDS:
+        raise ValueError(f"model kind must be one of {KINDS}, got {kind!r}")
+
+    def add(f: Callable) -> Callable:
+        name = f.__name__
+        if name in _REGISTRY and _REGISTRY[name] is not f:
+            raise ValueError(f"model {name!r} is registered twice")
+        f.kind = kind
+        _REGISTRY[name] = f
+        return f
+
+    return add(fn) if fn is not None else add
 
 
 def _load() -> None:
@@ -30,10 +45,15 @@ def _load() -> None:
         _LOADED = True
 
 
-def list_models() -> list[str]:
-    """Sorted names of every registered model."""
+def list_models(kind: str | None = None) -> list[str]:
+    """Sorted names of every registered model (of one ``kind`` when given)."""
     _load()
-    return sorted(_REGISTRY)
+    return sorted(n for n, f in _REGISTRY.items() if kind is None or f.kind == kind)
+
+
+def model_kind(name: str) -> str:
+    """``bottomup`` or ``topdown`` (KeyError for an unknown name)."""
+    return model_entrypoint(name).kind
 
 
 def model_entrypoint(name: str) -> Callable:

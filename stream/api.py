@@ -32,6 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .cli import UserError
 from .messages import Frame, now_ns
 from .pipeline import PipelineConfig, PipelineError, Supervisor, validate_config
 
@@ -110,6 +111,8 @@ class Pipeline:
         show: a window with the overlay (needs a GUI OpenCV).
         policy: ``auto`` (live for cameras, lossless for files), ``live`` or ``lossless``.
         input_size, backend, device: inference options (``infer`` section).
+        refine: accurate mode: refine every person with MoveNet Thunder (``refine`` section;
+            live sources: at most ``refine.live_max_people`` per frame), as ``posestream run --refine``.
         realtime: read files at their own pace, like a camera.
         config: a pipeline YAML file or a dict with its sections (``infer``, ``track``, ``render``,
             ``sink``, ``source_options``, ...); the arguments above override it.
@@ -118,8 +121,8 @@ class Pipeline:
 
     def __init__(self, sources, model: str | None = None, *, record=None, jsonl=None, summary=None,
                  images: bool = False, show: bool = False, policy: str | None = None, input_size: int | None = None,
-                 backend: str | None = None, device: str | None = None, realtime: bool = False, config=None,
-                 status: bool = False, log_level: int = logging.WARNING) -> None:
+                 backend: str | None = None, device: str | None = None, refine: bool | None = None,
+                 realtime: bool = False, config=None, status: bool = False, log_level: int = logging.WARNING) -> None:
         if isinstance(sources, (str, int, Path)):
             sources = [sources]
         try:
@@ -131,6 +134,8 @@ class Pipeline:
                 if val is not None:
                     infer[key] = val
             cfg.infer = infer
+            if refine is not None:
+                cfg.refine = {**(cfg.refine or {}), "enabled": bool(refine)}
             sink = dict(cfg.sink)
             for key, val in (("record", record), ("jsonl", jsonl)):
                 if val is not None:
@@ -302,10 +307,13 @@ class Estimator:
     Args:
         model, backend, device, input_size, fp16: as for :class:`Pipeline` (``infer`` section).
         track: keep track ids (and smoothing) across calls, as for one video source.
+        refine: refine every person with MoveNet Thunder (the accurate mode); a dict is a
+            ``refine`` section (e.g. ``{"max_people": 2}``).
     """
 
     def __init__(self, model: str = "default", *, backend: str | None = None, device: str | None = None,
-                 input_size: int | None = None, fp16: bool = False, track: bool = False) -> None:
+                 input_size: int | None = None, fp16: bool = False, track: bool = False,
+                 refine: bool | dict = False) -> None:
         from .infer import InferConfig, InferenceStage
 
         d = {"model": model, "fp16": fp16}
@@ -317,9 +325,25 @@ class Estimator:
             cfg.sources = []
             _check_model(cfg)
             self._stage = InferenceStage(InferConfig.from_dict(d))
+            self._refine = None
+            rd = dict(refine) if isinstance(refine, dict) else {}
+            if refine:
+                from posestream.models.refine import RefineConfig
+
+                from .pipeline import _check_refine_model
+
+                rcfg = RefineConfig.from_dict({**rd, "enabled": True})
+                _check_refine_model(rcfg.model, InferConfig.from_dict(d))
             meta = self._stage.open({})
+            if refine:
+                from .refine import RefineStage
+
+                self._refine = RefineStage(rcfg, InferConfig.from_dict(d))
+                meta.update(self._refine.open(meta) or {})
         except (ValueError, FileNotFoundError) as e:
             raise PipelineError(" ".join(str(e).split()), user=True) from None
+        except UserError as e:
+            raise PipelineError(str(e), user=True) from None
         self.meta = meta["model"]
         self._tracker = None
         if track:
@@ -337,12 +361,16 @@ class Estimator:
         frame = Frame(source_id=0, frame_id=self._n, t_capture_ns=t_capture_ns or now_ns(), image=a)
         self._n += 1
         frame = self._stage.process(frame)
+        if self._refine is not None:
+            frame = self._refine.process(frame)
         if self._tracker is not None:
             frame = self._tracker.process(frame)
         return list(_people(frame.people))
 
     def close(self) -> None:
         self._stage.close()
+        if self._refine is not None:
+            self._refine.close()
 
 
 def _check_model(cfg: PipelineConfig) -> None:
@@ -357,3 +385,10 @@ def _check_model(cfg: PipelineConfig) -> None:
             raise ValueError(f"{m}: model file not found")
     elif m not in list_models():
         raise ValueError(f"{m}: not a checkpoint, ONNX file or registered model (known: {', '.join(list_models())})")
+    else:
+        from posestream.models.registry import model_kind
+
+        from .infer import _KIND_HINT
+
+        if model_kind(m) != "bottomup":
+            raise ValueError(f"{m} is {_KIND_HINT[model_kind(m)]}")

@@ -32,7 +32,12 @@ FLAGS = {("sink", "serve"): "--serve", ("sink", "publish"): "--publish", ("sink"
          ("infer", "model"): "--model", ("infer", "backend"): "--backend", ("infer", "device"): "--device",
          ("infer", "input_size"): "--input-size", ("infer", "fp16"): "--fp16", ("sink", "record"): "--record",
          ("sink", "jsonl"): "--jsonl", ("sink", "show"): "--show", ("policy",): "--policy",
-         ("summary",): "--summary", ("stop_timeout",): "--stop-timeout"}
+         ("summary",): "--summary", ("stop_timeout",): "--stop-timeout", ("refine", "enabled"): "--refine"}
+
+# --preset: settings applied under everything else (config file, --set, flags)
+PRESETS = {"fast": {"infer": {"input_size": 256}},
+           "balanced": {"infer": {"input_size": 320}},
+           "accurate": {"infer": {"input_size": 320}, "refine": {"enabled": True}}}
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -47,6 +52,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--fp16", action="store_true", help="half precision (PyTorch on CUDA)")
     p.add_argument("--input-size", type=int, default=None, metavar="PX",
                    help="network input long side in pixels (32..4096; default: the model's)")
+    p.add_argument("--refine", action="store_true",
+                   help="accurate mode: refine every person found with MoveNet Thunder (top-down, one 256-px crop "
+                        "per person; on live sources at most refine.live_max_people per frame, the largest first)")
+    p.add_argument("--preset", choices=tuple(PRESETS), default=None,
+                   help="fast (input 256), balanced (320, the default) or accurate (320 + --refine); "
+                        "the config file, --set and other flags override it")
     p.add_argument("--record", default=None, help="write an H.264 MP4 with the overlay (folders are created)")
     p.add_argument("--jsonl", default=None, help="write keypoints, one JSON line per frame")
     p.add_argument("--show", action="store_true", help="show a window with the overlay (needs a GUI OpenCV)")
@@ -122,8 +133,15 @@ def build_config(args: argparse.Namespace, origin: dict | None = None, locs=None
         locs.update(found)
     for item in args.set:
         origin[_set_value(d, item)] = f"--set {item}"
+    for section, values in PRESETS.get(getattr(args, "preset", None), {}).items():
+        node = d.get(section) if isinstance(d.get(section), dict) else {}
+        for key, val in values.items():
+            if key not in node:
+                node = {**node, key: val}
+                origin[(section, key)] = f"--preset {args.preset}"
+        d[section] = node
     cfg_dict = dict(d)
-    for key in ("infer", "track", "render", "sink", "source_options"):
+    for key in ("infer", "refine", "track", "render", "sink", "source_options"):
         if cfg_dict.get(key) is None:
             cfg_dict.pop(key, None)
     cfg = PipelineConfig.from_dict(cfg_dict)
@@ -138,6 +156,9 @@ def build_config(args: argparse.Namespace, origin: dict | None = None, locs=None
         infer["fp16"] = True
         origin[("infer", "fp16")] = "--fp16"
     cfg.infer = infer
+    if getattr(args, "refine", False):
+        cfg.refine = {**(cfg.refine or {}), "enabled": True}
+        origin[("refine", "enabled")] = "--refine"
     sink = dict(cfg.sink)
     for key, val in (("record", args.record), ("jsonl", args.jsonl)):
         if val is not None:

@@ -132,8 +132,26 @@ def _check_meta(meta, where) -> dict:
     return meta
 
 
-def load_network(cfg: InferConfig):
-    """-> (run(x: (1,3,H,W) float32 ndarray) -> (heatmaps, pafs) ndarrays, meta, description)."""
+_KIND_HINT = {"topdown": "a top-down model (one person per crop): it refines the people a bottom-up model "
+                         "finds; use it with --refine, not as --model",
+              "bottomup": "a bottom-up model (every person in an image), not a top-down refiner; give it as "
+                          "--model, and a movenet_thunder checkpoint to refine.model"}
+
+
+def check_kind(meta: dict, where, kind: str) -> None:
+    """ValueError (one line) when the model's kind is not ``kind`` (``bottomup`` / ``topdown``)."""
+    got = meta.get("kind", "bottomup")
+    if got != kind:
+        arch = meta.get("arch", "this model")
+        what = f"{where}: {arch} is" if str(where) != arch else f"{arch} is"
+        raise ValueError(f"{what} {_KIND_HINT.get(got, got)}")
+
+
+def load_network(cfg: InferConfig, kind: str = "bottomup"):
+    """-> (run(x: (B,3,H,W) float32 ndarray) -> the network's output ndarrays, meta, description).
+
+    ``kind``: the model kind the caller needs (``bottomup`` for ``--model``, ``topdown`` for the
+    refinement); another kind is a ValueError that says which flag takes it."""
     from posestream.models.checkpoint import CheckpointError, load_checkpoint
     from posestream.models.export import ExportError, export_onnx, onnx_session, read_onnx_meta
     from posestream.models.registry import build_model, list_models
@@ -169,6 +187,7 @@ def load_network(cfg: InferConfig):
     else:
         raise ValueError(f"{spec}: not a checkpoint, ONNX file or registered model (known: {', '.join(list_models())})")
     meta = _check_meta(meta, path if not random_init else spec)
+    check_kind(meta, spec if random_init or spec == DEFAULT_MODEL else path, kind)
     backend = cfg.backend
     if backend == "auto":
         backend = "onnxruntime"

@@ -36,6 +36,8 @@ from pathlib import Path
 
 import zmq
 
+from posestream.models.registry import list_models, model_kind
+
 from .messages import Frame, now_ns
 from .runner import Control, StageSpec
 from .stats import LatencyHistogram
@@ -66,6 +68,7 @@ class PipelineConfig:
     sources: list = field(default_factory=list)
     policy: str = "auto"                 # auto: live for cameras/RTSP, lossless for files/folders
     infer: dict = field(default_factory=dict)
+    refine: dict = field(default_factory=dict)  # top-down refinement (RefineConfig); off unless enabled
     track: dict = field(default_factory=dict)
     render: dict = field(default_factory=dict)
     sink: dict = field(default_factory=dict)
@@ -144,6 +147,9 @@ def validate_config(cfg: PipelineConfig) -> None:
             raise e.under(*name.split(".")) from None
 
     infer = section("infer", InferConfig.from_dict, cfg.infer)
+    from posestream.models.refine import RefineConfig
+
+    refine = section("refine", RefineConfig.from_dict, cfg.refine)
     section("track", TrackerConfig.from_dict, cfg.track)
     section("render", RenderConfig.from_dict, cfg.render)
     sink = section("sink", SinkConfig.from_dict, cfg.sink)
@@ -175,12 +181,15 @@ def validate_config(cfg: PipelineConfig) -> None:
     elif m.endswith((".pt", ".pth", ".onnx")) or "/" in m:
         if not Path(m).is_file():
             raise ValueError(f"{m}: model file not found")
-    else:
-        from posestream.models.registry import list_models
+    elif m not in list_models():
+        raise ValueError(f"{m}: not a checkpoint, ONNX file or registered model "
+                         f"(known: {', '.join(list_models())})")
+    elif model_kind(m) != "bottomup":
+        from .infer import _KIND_HINT
 
-        if m not in list_models():
-            raise ValueError(f"{m}: not a checkpoint, ONNX file or registered model "
-                             f"(known: {', '.join(list_models())})")
+        raise ValueError(f"{m} is {_KIND_HINT[model_kind(m)]}")
+    if refine.enabled:
+        _check_refine_model(refine.model, infer)
     if infer.backend == "torch" and m.endswith(".onnx"):
         raise ValueError(f"{m}: the torch backend needs a checkpoint or model name, not an ONNX file")
     if infer.device == "cuda" and not cuda_available(infer.backend):
@@ -201,6 +210,28 @@ def validate_config(cfg: PipelineConfig) -> None:
     for s in cfg.sources:
         if source_kind(str(s)) == "file" and os.path.realpath(str(s)) in seen:
             raise ValueError(f"{s}: would be overwritten by {seen[os.path.realpath(str(s))]}")
+
+
+def _check_refine_model(spec: str, infer) -> None:
+    """The refinement model's checks that need no loading: the shipped file is there, a path
+    exists, a registered name is a top-down model."""
+    from .infer import _KIND_HINT
+    from .refine import resolve_refine_model
+
+    try:
+        m = resolve_refine_model(spec)
+    except FileNotFoundError as e:
+        raise ValueError(str(e)) from None
+    if m.endswith((".pt", ".pth", ".onnx")) or "/" in m:
+        if not Path(m).is_file():
+            raise ValueError(f"refine.model {m}: model file not found")
+    elif m not in list_models():
+        raise ValueError(f"refine.model {m}: not a checkpoint, ONNX file or registered model "
+                         f"(top-down models: {', '.join(list_models('topdown'))})")
+    elif model_kind(m) != "topdown":
+        raise ValueError(f"refine.model {m} is {_KIND_HINT['bottomup']}")
+    if infer.backend == "torch" and m.endswith(".onnx"):
+        raise ValueError(f"refine.model {m}: the torch backend needs a checkpoint or model name, not an ONNX file")
 
 
 def _ignore_stop_signals() -> None:
@@ -437,12 +468,16 @@ class Supervisor:
             sink["fragmented"] = self.policy == "live"
         out_chain.append(["posestream.stream.stages:output_stage", {"sink": sink}])
         keep = render_needed or images_to_program
+        infer_chain: list = [["posestream.stream.stages:infer_stage", {"config": cfg.infer}]]
+        if (cfg.refine or {}).get("enabled"):
+            infer_chain.append(["posestream.stream.stages:refine_stage",
+                                {"config": cfg.refine, "infer": cfg.infer, "live": self.policy == "live"}])
         specs = [
             StageSpec("output", out_chain, a["output"], None, self.policy, n, wait_meta=True, folder=folder,
                       terminal=True),
             StageSpec("track", [["posestream.stream.stages:track_stage", {"config": cfg.track}]], a["track"],
                       a["output"], self.policy, n, wait_meta=True, folder=folder, keep_image=keep),
-            StageSpec("infer", [["posestream.stream.stages:infer_stage", {"config": cfg.infer}]], a["infer"],
+            StageSpec("infer", infer_chain, a["infer"],
                       a["track"], self.policy, n, folder=folder, keep_image=keep),
         ]
         for i, src in enumerate(cfg.sources):
@@ -477,6 +512,10 @@ class Supervisor:
         model = (self.ready.get("infer", {}).get("meta") or {}).get("model") or {}
         if self.cfg.status_interval and model:
             print(f"posestream: model {model.get('description', model.get('arch'))}", file=self.out)
+            refine = (self.ready.get("infer", {}).get("meta") or {}).get("refine") or {}
+            if refine:
+                cap = "every person" if refine.get("max_people") is None else f"up to {refine['max_people']} people per frame"
+                print(f"posestream: refining {cap} with {refine.get('description')}", file=self.out)
         web = self.meta.get("web") or {}
         if web.get("url"):
             print(f"posestream: live view at {web['url']}", file=self.out, flush=True)
@@ -640,4 +679,5 @@ class Supervisor:
             "interrupted": interrupted, "signal": signal.Signals(self.signal).name if self.signal else None,
             "aborted": self._t_abort is not None, "failed_stage": self.failed, "errors": errors,
             "model": model.get("description", ""),
+            "refine": ((self.ready.get("infer", {}).get("meta") or {}).get("refine") or {}).get("description"),
         }

@@ -7,7 +7,7 @@ import logging
 from .messages import Frame, now_ns
 from .stage import BaseStage
 
-__all__ = ["capture_stage", "infer_stage", "track_stage", "render_stage", "output_stage", "ResultTap"]
+__all__ = ["capture_stage", "infer_stage", "refine_stage", "track_stage", "render_stage", "output_stage", "ResultTap"]
 
 LOG = logging.getLogger(__name__)
 
@@ -22,6 +22,15 @@ def infer_stage(config: dict | None = None):
     from .infer import InferConfig, InferenceStage
 
     return InferenceStage(InferConfig.from_dict(config))
+
+
+def refine_stage(config: dict | None = None, infer: dict | None = None, live: bool = False):
+    from posestream.models.refine import RefineConfig
+
+    from .infer import InferConfig
+    from .refine import RefineStage
+
+    return RefineStage(RefineConfig.from_dict(config), InferConfig.from_dict(infer), live)
 
 
 def track_stage(config: dict | None = None):

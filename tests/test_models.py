@@ -8,7 +8,7 @@ import torch
 from posestream.models.nets.base import PoseNet
 from posestream.models.registry import build_model, list_models
 
-ALL = list_models()
+ALL = list_models("bottomup")  # movenet_thunder (top-down): tests/test_thunder.py
 # exported in the default run; the others (25-60 M parameters, 100-230 MB graphs) only with -m slow
 FAST_EXPORT = {"lite", "movenet_paf"}
 

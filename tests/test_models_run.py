@@ -37,7 +37,7 @@ SLOW = {"cmu_pose_se_resnet18", "cmu_pose_se_resnet50", "cmu_pose_se_resnet50_jr
 
 
 def _params():
-    names = list_models()
+    names = list_models("bottomup")  # the top-down movenet_thunder is refused as --model: test_refine_run.py
     assert DEFAULT_RUN <= set(names) and not DEFAULT_RUN & SLOW, sorted(DEFAULT_RUN - set(names))
     return [pytest.param(n, marks=pytest.mark.slow) if n in SLOW else n for n in names]
 

@@ -29,6 +29,7 @@ def run(args: argparse.Namespace) -> int:
             model = build_model(name)
         doc = (model_entrypoint(name).__doc__ or "").strip()
         rows[name] = {**model_stats(model), "skeleton": model.skeleton.name, "pafs": model.with_pafs,
+                      "kind": model_entrypoint(name).kind,
                       "doc": doc.splitlines()[0] if doc else ""}
     if args.json:
         print(json.dumps(rows, indent=2))

@@ -38,10 +38,16 @@ from .base import PoseNet
 
 __all__ = ["MOVENET_HEADS", "MoveNetBackbone", "MoveNetOriginal", "MoveNetPAF", "load_npz_state", "movenet_paf"]
 
-# (expand ratio, out channels, stride) of blocks 0..16 (SPEC.md §3); block 0 has no expand conv.
-_BLOCKS = [(1, 24, 1), (6, 40, 2), (6, 40, 1), (6, 48, 2), (6, 48, 1), (6, 48, 1), (6, 96, 2), (6, 96, 1),
-           (6, 96, 1), (6, 96, 1), (6, 144, 1), (6, 144, 1), (6, 144, 1), (6, 240, 2), (6, 240, 1),
-           (6, 240, 1), (6, 480, 1)]
+# Blocks 0..16 (SPEC.md §3): expand ratio (block 0 has no expand conv) and stride are the same in
+# every MoveNet; the widths are what differ between MultiPose Lightning and SinglePose Thunder
+# (thunder/SPEC.md §2: width ≈ 1.75 instead of 1.5).
+_EXPAND = (1,) + (6,) * 16
+_STRIDES = (1, 2, 1, 2, 1, 1, 2, 1, 1, 1, 1, 1, 1, 2, 1, 1, 1)
+WIDTHS = {
+    # name: (stem channels, out channels of blocks 0..16)
+    "multipose": (48, (24, 40, 40, 48, 48, 48, 96, 96, 96, 96, 144, 144, 144, 240, 240, 240, 480)),
+    "thunder": (56, (32, 40, 40, 56, 56, 56, 112, 112, 112, 112, 168, 168, 168, 280, 280, 280, 560)),
+}
 _TAPS = {2: "C2", 5: "C3", 9: "C4"}
 
 
@@ -55,9 +61,9 @@ def _relu6(x: torch.Tensor) -> torch.Tensor:
 
 
 class _Stem(nn.Module):
-    def __init__(self) -> None:
+    def __init__(self, width: int = 48) -> None:
         super().__init__()
-        self.conv = nn.Conv2d(3, 48, 3, 2, 0)
+        self.conv = nn.Conv2d(3, width, 3, 2, 0)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return _relu6(self.conv(_same_s2(x)))
@@ -96,12 +102,12 @@ class _SepConv(nn.Module):
 
 
 class _FPN(nn.Module):
-    def __init__(self) -> None:
+    def __init__(self, c2: int = 40, c3: int = 48, c4: int = 96) -> None:
         super().__init__()
         self.lateral5 = nn.Conv2d(1280, 64, 1)
-        self.lateral4 = nn.Conv2d(96, 64, 1)
-        self.lateral3 = nn.Conv2d(48, 32, 1)
-        self.lateral2 = nn.Conv2d(40, 24, 1)
+        self.lateral4 = nn.Conv2d(c4, 64, 1)
+        self.lateral3 = nn.Conv2d(c3, 32, 1)
+        self.lateral2 = nn.Conv2d(c2, 24, 1)
         self.smooth4 = _SepConv(64, 32)
         self.smooth3 = _SepConv(32, 24)
         self.smooth2 = _SepConv(24, 24)
@@ -118,23 +124,28 @@ class _FPN(nn.Module):
 
 
 class MoveNetBackbone(nn.Module):
-    """MobileNetV2 backbone + FPN of MoveNet MultiPose Lightning (SPEC.md). Its state-dict names are
-    those of ``movenet_multipose_backbone.npz``.
+    """MobileNetV2 backbone + FPN of MoveNet (SPEC.md): ``width="multipose"`` (MultiPose Lightning,
+    the state-dict names of ``movenet_multipose_backbone.npz``) or ``"thunder"`` (SinglePose
+    Thunder, thunder/SPEC.md §2: the same layers, wider). The FPN's P4/P3/P2 widths are the same in both.
 
     ``forward(x)`` returns P2 (B, 24, H/4, W/4); :meth:`features` returns every tap
     (C2, C3, C4, C5, P4, P3, P2) for parity checks.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, width: str = "multipose") -> None:
         super().__init__()
-        self.stem = _Stem()
-        blocks, cin = [], 48
-        for expand, cout, stride in _BLOCKS:
+        if width not in WIDTHS:
+            raise ValueError(f"unknown MoveNet width {width!r}; known: {', '.join(WIDTHS)}")
+        stem, outs = WIDTHS[width]
+        self.width = width
+        self.stem = _Stem(stem)
+        blocks, cin = [], stem
+        for expand, cout, stride in zip(_EXPAND, outs, _STRIDES):
             blocks.append(_Block(cin, cout, expand, stride))
             cin = cout
         self.blocks = nn.ModuleList(blocks)
-        self.last_conv = nn.Conv2d(480, 1280, 1)
-        self.fpn = _FPN()
+        self.last_conv = nn.Conv2d(outs[-1], 1280, 1)
+        self.fpn = _FPN(c2=outs[2], c3=outs[5], c4=outs[9])
 
     def features(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         taps = {}
