@@ -20,16 +20,18 @@ install: $(STAMP)
 # The main job: the pipeline with the shipped model (models/weights/movenet_paf.pt) on a clip with
 # people, writing an annotated MP4, keypoints (JSONL) and the metrics summary. The default clip is
 # OpenCV's vtest.avi, fetched once from Debian's opencv-doc package into data/ (apt-get download +
-# dpkg -x). SOURCE= picks another input (file, image folder, rtsp:// URL, webcam index).
+# dpkg -x). SOURCE= picks another input (file, image folder, rtsp:// URL, webcam index); ARGS= adds
+# flags (ARGS=--refine: the accurate mode).
 DEMO_CLIP := data/vtest.avi
 SOURCE ?= $(DEMO_CLIP)
+ARGS ?=
 
 $(DEMO_CLIP):
 	bash scripts/get-demo-clip.sh $@
 
 demo: $(STAMP) $(if $(filter $(DEMO_CLIP),$(SOURCE)),$(DEMO_CLIP))
 	@mkdir -p out
-	$(BIN)/posestream run --source $(SOURCE) --record out/demo.mp4 --jsonl out/demo.jsonl --summary out/demo-summary.json
+	$(BIN)/posestream run --source $(SOURCE) --record out/demo.mp4 --jsonl out/demo.jsonl --summary out/demo-summary.json $(ARGS)
 	@echo "demo: annotated video   $(CURDIR)/out/demo.mp4"
 	@echo "demo: keypoints (JSONL) $(CURDIR)/out/demo.jsonl"
 	@echo "demo: metrics summary   $(CURDIR)/out/demo-summary.json"
@@ -39,7 +41,7 @@ demo: $(STAMP) $(if $(filter $(DEMO_CLIP),$(SOURCE)),$(DEMO_CLIP))
 CAMERA ?= 0
 PORT ?= 8080
 live: $(STAMP)
-	$(BIN)/posestream run --source $(CAMERA) --serve $(PORT) --open
+	$(BIN)/posestream run --source $(CAMERA) --serve $(PORT) --open $(ARGS)
 
 # system packages for the RTSP tests (GStreamer's RTSP server on loopback); skipped when not root
 test-deps:

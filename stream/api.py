@@ -330,10 +330,10 @@ class Estimator:
             if refine:
                 from posestream.models.refine import RefineConfig
 
-                from .pipeline import _check_refine_model
+                from .pipeline import check_model_spec
 
                 rcfg = RefineConfig.from_dict({**rd, "enabled": True})
-                _check_refine_model(rcfg.model, InferConfig.from_dict(d))
+                check_model_spec(rcfg.model, InferConfig.from_dict(d).backend, "topdown")
             meta = self._stage.open({})
             if refine:
                 from .refine import RefineStage
@@ -375,20 +375,6 @@ class Estimator:
 
 def _check_model(cfg: PipelineConfig) -> None:
     """The model checks of :func:`validate_config` alone (no sources, no outputs)."""
-    from posestream.models.registry import list_models
+    from .pipeline import check_model_spec
 
-    m = cfg.infer.get("model", "default")
-    if m == "default":
-        return
-    if m.endswith((".pt", ".pth", ".onnx")) or "/" in m:
-        if not Path(m).is_file():
-            raise ValueError(f"{m}: model file not found")
-    elif m not in list_models():
-        raise ValueError(f"{m}: not a checkpoint, ONNX file or registered model (known: {', '.join(list_models())})")
-    else:
-        from posestream.models.registry import model_kind
-
-        from .infer import _KIND_HINT
-
-        if model_kind(m) != "bottomup":
-            raise ValueError(f"{m} is {_KIND_HINT[model_kind(m)]}")
+    check_model_spec(cfg.infer.get("model", "default"), cfg.infer.get("backend", "auto"), "bottomup")

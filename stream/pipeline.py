@@ -170,28 +170,9 @@ def validate_config(cfg: PipelineConfig) -> None:
         k = source_kind(s)
         if k == "file" and "://" not in s and not Path(s).exists():
             raise ValueError(f"{s}: file not found")
-    m = infer.model
-    if m == "default":
-        from posestream.models.shipped import shipped_checkpoint
-
-        try:
-            shipped_checkpoint()
-        except FileNotFoundError as e:
-            raise ValueError(str(e)) from None
-    elif m.endswith((".pt", ".pth", ".onnx")) or "/" in m:
-        if not Path(m).is_file():
-            raise ValueError(f"{m}: model file not found")
-    elif m not in list_models():
-        raise ValueError(f"{m}: not a checkpoint, ONNX file or registered model "
-                         f"(known: {', '.join(list_models())})")
-    elif model_kind(m) != "bottomup":
-        from .infer import _KIND_HINT
-
-        raise ValueError(f"{m} is {_KIND_HINT[model_kind(m)]}")
+    check_model_spec(infer.model, infer.backend, "bottomup")
     if refine.enabled:
-        _check_refine_model(refine.model, infer)
-    if infer.backend == "torch" and m.endswith(".onnx"):
-        raise ValueError(f"{m}: the torch backend needs a checkpoint or model name, not an ONNX file")
+        check_model_spec(refine.model, infer.backend, "topdown")
     if infer.device == "cuda" and not cuda_available(infer.backend):
         raise ValueError("--device cuda: no CUDA device for this backend here (for ONNX Runtime install "
                          "onnxruntime-gpu; for PyTorch a CUDA build)")
@@ -212,26 +193,30 @@ def validate_config(cfg: PipelineConfig) -> None:
             raise ValueError(f"{s}: would be overwritten by {seen[os.path.realpath(str(s))]}")
 
 
-def _check_refine_model(spec: str, infer) -> None:
-    """The refinement model's checks that need no loading: the shipped file is there, a path
-    exists, a registered name is a top-down model."""
+def check_model_spec(spec: str, backend: str = "auto", kind: str = "bottomup") -> None:
+    """The checks of a model option that need no loading (``infer.model`` for ``bottomup``,
+    ``refine.model`` for ``topdown``): the shipped file is there, a path exists, a registered name
+    is of that kind, the torch backend is not given an ONNX file. ValueError (one line)."""
     from .infer import _KIND_HINT
     from .refine import resolve_refine_model
+    from posestream.models.shipped import shipped_checkpoint
 
+    label = "" if kind == "bottomup" else "refine.model "
     try:
-        m = resolve_refine_model(spec)
+        m = str(shipped_checkpoint()) if spec == "default" and kind == "bottomup" else resolve_refine_model(spec)
     except FileNotFoundError as e:
         raise ValueError(str(e)) from None
     if m.endswith((".pt", ".pth", ".onnx")) or "/" in m:
         if not Path(m).is_file():
-            raise ValueError(f"refine.model {m}: model file not found")
+            raise ValueError(f"{label}{m}: model file not found")
     elif m not in list_models():
-        raise ValueError(f"refine.model {m}: not a checkpoint, ONNX file or registered model "
-                         f"(top-down models: {', '.join(list_models('topdown'))})")
-    elif model_kind(m) != "topdown":
-        raise ValueError(f"refine.model {m} is {_KIND_HINT['bottomup']}")
-    if infer.backend == "torch" and m.endswith(".onnx"):
-        raise ValueError(f"refine.model {m}: the torch backend needs a checkpoint or model name, not an ONNX file")
+        known = list_models() if kind == "bottomup" else list_models("topdown")
+        raise ValueError(f"{label}{m}: not a checkpoint, ONNX file or registered model "
+                         f"({'known' if kind == 'bottomup' else 'top-down models'}: {', '.join(known)})")
+    elif model_kind(m) != kind:
+        raise ValueError(f"{label}{m} is {_KIND_HINT[model_kind(m)]}")
+    if backend == "torch" and m.endswith(".onnx"):
+        raise ValueError(f"{label}{m}: the torch backend needs a checkpoint or model name, not an ONNX file")
 
 
 def _ignore_stop_signals() -> None:
