@@ -230,6 +230,11 @@ def load_network(cfg: InferConfig, kind: str = "bottomup"):
     return run, meta, f"{desc}, ONNX Runtime ({providers[0]})"
 
 
+def network_device(description: str) -> str:
+    """``cuda`` or ``cpu``: where a network from :func:`load_network` runs (from its description)."""
+    return "cuda" if "cuda" in description.lower() else "cpu"
+
+
 class InferenceStage:
     """Pipeline stage: ``process(frame)`` sets ``frame.people`` (source pixels).
 

@@ -53,7 +53,7 @@ class RefineStage(BaseStage):
         from posestream.models.refine import Refiner
 
         from .cli import UserError
-        from .infer import load_network
+        from .infer import load_network, network_device
 
         sk = ((meta or {}).get("model") or {}).get("skeleton", "coco17")
         if sk != "coco17":
@@ -63,9 +63,9 @@ class RefineStage(BaseStage):
             run, tmeta, desc = load_network(cfg, kind="topdown")
         except (ValueError, FileNotFoundError, CheckpointError) as e:
             raise UserError("refine: " + " ".join(str(e).split())) from None
-        self.refiner = Refiner(run, tmeta, self.cfg)
+        self.refiner = Refiner(run, tmeta, self.cfg, network_device(desc))
         cap = "all people" if self.cap is None else f"at most {self.cap} people per frame"
-        LOG.info("refinement: %s, %s", desc, cap)
+        LOG.info("refinement: %s, %s, %d crop(s) per call", desc, cap, self.refiner.batch)
         return {"refine": {"model": tmeta.get("arch"), "description": desc, "max_people": self.cap}}
 
     def process(self, frame: Frame) -> Frame:

@@ -63,9 +63,9 @@ def test_refined_run_keeps_every_frame_and_moves_the_keypoints(runs):
 
 
 def test_live_policy_caps_the_refined_people(clip):
-    r = _run("run", "--source", str(clip), "--refine", "--policy", "live", "--set", "refine.live_max_people=2")
+    r = _run("run", "--source", str(clip), "--refine", "--policy", "live", "--set", "refine.live_max_people=3")
     assert r.returncode == 0, r.stderr[-2000:]
-    assert "refining up to 2 people per frame" in r.stdout + r.stderr
+    assert "refining up to 3 people per frame" in r.stdout + r.stderr
 
 
 def test_presets(clip, tmp_path):

@@ -259,3 +259,24 @@ def test_config_errors():
         RefineConfig.from_dict({"boxscale": 1.2})
     with pytest.raises(ValueError, match="max_people"):
         RefineConfig(max_people=-1)
+
+
+def test_batched_and_one_by_one_agree(refiner):
+    """refine.batch only changes how crops are grouped into calls, not the result; auto is one
+    crop per call on a CPU (measured faster there) and all of them on CUDA."""
+    from posestream.models.fields import Poses
+    from posestream.models.refine import RefineConfig, Refiner
+
+    image = cv2.cvtColor(cv2.imread(str(COCO / "train2017" / "000000084533.jpg")), cv2.COLOR_BGR2RGB)
+    kps = np.zeros((4, 17, 3), np.float32)
+    for i in range(4):
+        kps[i, :, 0] = 60 + 90 * i + np.linspace(-20, 20, 17)
+        kps[i, :, 1] = 200 + np.linspace(-80, 80, 17)
+        kps[i, :, 2] = 0.5
+    poses = Poses(kps, np.full(4, 0.5, np.float32))
+    batched = Refiner(refiner.run, refiner.meta, RefineConfig(batch=8, nms_oks=1.0))
+    single = Refiner(refiner.run, refiner.meta, RefineConfig(nms_oks=1.0))
+    assert single.batch == 1 and batched.batch == 8
+    assert Refiner(refiner.run, refiner.meta, RefineConfig(), device="cuda").batch > 8
+    a, b = batched(image, poses), single(image, poses)
+    assert np.allclose(a.keypoints, b.keypoints, atol=1e-3) and np.allclose(a.scores, b.scores, atol=1e-5)

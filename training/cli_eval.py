@@ -52,7 +52,7 @@ def _refined(predictor, args, device: str):
     import yaml
 
     from posestream.models.refine import RefineConfig, RefinedPredictor, Refiner
-    from posestream.stream.infer import InferConfig, load_network
+    from posestream.stream.infer import InferConfig, load_network, network_device
     from posestream.stream.refine import resolve_refine_model
 
     opts = {}
@@ -65,9 +65,9 @@ def _refined(predictor, args, device: str):
     if predictor.skeleton.name != "coco17":
         raise ValueError(f"--refine: the refinement model predicts COCO-17 keypoints; the checkpoint's skeleton "
                          f"is {predictor.skeleton.name}")
-    run, meta, _ = load_network(InferConfig(model=resolve_refine_model(args.refine_model), backend=args.refine_backend,
-                                            device=device), kind="topdown")
-    return RefinedPredictor(predictor, Refiner(run, meta, cfg), gt_boxes=args.refine_gt_boxes)
+    run, meta, desc = load_network(InferConfig(model=resolve_refine_model(args.refine_model),
+                                               backend=args.refine_backend, device=device), kind="topdown")
+    return RefinedPredictor(predictor, Refiner(run, meta, cfg, network_device(desc)), gt_boxes=args.refine_gt_boxes)
 
 
 def run(args: argparse.Namespace) -> int:

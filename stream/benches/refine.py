@@ -1,5 +1,6 @@
 """Benchmark the accurate mode's cost: refinement ms per frame against the number of people,
-all crops in one batched call vs one crop at a time, on each backend, beside the bottom-up
+all crops in one batched call vs one crop at a time (what ``refine.batch`` chooses between: auto
+is one at a time on a CPU, batched on CUDA), on each backend, beside the bottom-up
 model's own time on the same frame (in one run, interleaved, so machine noise hits all alike).
 
 The frame is a real one (``vtest.avi``, 768×576) with N people placed over it (keypoint sets of
@@ -74,7 +75,7 @@ def bench(people, backends, device="cpu", repeats=7, seed=0) -> dict:
         run, meta, desc = load_network(cfg)
         detector = Predictor(run, meta)
         trun, tmeta, tdesc = load_network(replace(cfg, model=resolve_refine_model("default")), kind="topdown")
-        batched = Refiner(trun, tmeta, RefineConfig(nms_oks=1.0))
+        batched = Refiner(trun, tmeta, RefineConfig(nms_oks=1.0, batch=64))
         single = Refiner(trun, tmeta, RefineConfig(nms_oks=1.0, batch=1))
         for r in (batched, single):  # warm up (first calls allocate, JIT, load kernels)
             r(image, Poses(scenes[max(people)], np.full(max(people), 0.5, np.float32)))
