@@ -87,3 +87,25 @@ def test_shipped_decoder_yaml_equals_the_defaults():
 
     d = yaml.safe_load((Path(__file__).parents[1] / "configs" / "decoder.yaml").read_text())
     assert DecoderConfig.from_dict(d) == DecoderConfig()
+
+
+@pytest.mark.parametrize("impl", ["numba", "numpy"])
+def test_scores_stay_in_unit_range_where_bicubic_overshoots(impl):
+    """Two-cell plateaus at 1.0 (a peak between two cells) make the bicubic upsampling overshoot
+    (~1.19 here before clipping): keypoint and person scores are still probabilities."""
+    from posestream.models.fields import decode, decode_single, encode, upsample
+    from posestream.models.fields.synthetic import random_scene
+
+    rng = np.random.default_rng(0)
+    kp = random_scene(rng, 4, (256, 256), height_range=(80, 160))
+    t = encode(kp, (256, 256), 8, sigma=0.8)
+    h = t.heatmaps.copy()
+    h[:, :, 1:] = np.maximum(h[:, :, 1:], h[:, :, :-1])
+    h[:, 1:] = np.maximum(h[:, 1:], h[:, :-1])
+    assert upsample(h[:17], 4.0).max() > 1.1  # the overshoot is real
+    p = decode(h, t.pafs, 8, impl=impl)
+    assert len(p.scores) >= 4
+    assert p.keypoints[..., 2].max() <= 1.0 and p.keypoints[..., 2].min() >= 0.0
+    assert ((p.scores >= 0) & (p.scores <= 1)).all()
+    single = decode_single(h[:17] * 1.5, 8)  # identity-activated maps are not bounded either
+    assert single.keypoints[..., 2].max() == pytest.approx(1.0) and single.scores.max() <= 1.0

@@ -19,7 +19,8 @@ see ``posestream bench oracle``):
    exceed ``paf_threshold``. Greedy bipartite matching per limb (best score first, each peak once).
 4. **Assembly**: connections in limb order (the skeleton's spanning tree first) grow people; a
    connection between two partial people merges them when they share no keypoint type.
-5. **Finish**: person score = mean peak score x sqrt(n / K); people with fewer than
+5. **Finish**: person score = mean peak score x sqrt(n / K) (keypoint and person scores are
+   clipped to [0, 1]: bicubic upsampling can overshoot 1); people with fewer than
    ``min_keypoints`` or a score below ``min_score`` are dropped; a missing keypoint is filled from
    the heatmap maximum inside the person's box (enlarged by ``fill_margin``), with that value as
    its score.
@@ -129,7 +130,10 @@ def group(heatmaps: np.ndarray, pafs: np.ndarray, stride: float, config: Decoder
     found = out[..., 2] > 0
     # cell -> input pixel (see encoder.py); keypoints not found stay at (0, 0, 0)
     out[..., :2] = np.where(found[..., None], (out[..., :2] + 0.5) * stride - 0.5, 0.0)
-    return Poses(out, scores.astype(np.float32))
+    # scores are probabilities: bicubic upsampling overshoots between two high cells (a 2-cell
+    # plateau at 1.0 peaks at ~1.1), and identity-activated heatmaps are not bounded at all
+    np.clip(out[..., 2], 0.0, 1.0, out=out[..., 2])
+    return Poses(out, np.clip(scores, 0.0, 1.0).astype(np.float32))
 
 
 def decode(heatmaps: np.ndarray, pafs: np.ndarray, stride: int, config: DecoderConfig | None = None,
@@ -190,7 +194,7 @@ def decode_single(heatmaps: np.ndarray, stride: int, config: DecoderConfig | Non
             a, b = float(ch[i - 1, j]), float(ch[i + 1, j])
             den = a - 2 * v + b
             dy = 0.5 * (a - b) / den if den < 0 else 0.0
-        kps[0, c] = ((j + dx + 0.5) * stride - 0.5, (i + dy + 0.5) * stride - 0.5, v)
+        kps[0, c] = ((j + dx + 0.5) * stride - 0.5, (i + dy + 0.5) * stride - 0.5, min(v, 1.0))
     found = kps[0, :, 2] > 0
     if found.sum() < max(1, min(cfg.min_keypoints, k)):
         return Poses(np.zeros((0, k, 3), np.float32), np.zeros(0, np.float32))
