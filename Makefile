@@ -59,6 +59,7 @@ bench: $(STAMP)
 	$(BIN)/posestream bench models
 	$(BIN)/posestream bench loader
 	$(BIN)/posestream bench pipeline
+	$(BIN)/posestream bench refine
 
 clean:
 	rm -rf $(VENV) out build *.egg-info data
