@@ -90,6 +90,7 @@ def test_presets(clip, tmp_path):
     (["--refine", "--set", "refine.box_scale=9"], "--set refine.box_scale=9: must be a number in [0.5, 4], got 9"),
     (["--refine", "--set", "refine.boxscale=1"], "unknown refine option 'boxscale'"),
     (["--model", "models/weights/movenet_thunder.pt"], "movenet_thunder is a top-down model"),
+    (["--model", "multiscale_hourglass_mpii", "--refine"], "refine: the refinement model predicts the 17 COCO keypoints"),
 ])
 def test_kind_and_option_errors_are_one_line(clip, args, message):
     r = _run("run", "--source", str(clip), *args)
