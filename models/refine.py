@@ -29,7 +29,7 @@ import numpy as np
 
 from . import oks as oks_mod
 from .fields import Poses
-from .skeleton import COCO_17
+from .skeleton import COCO_17, body_height
 
 __all__ = ["RefineConfig", "Refiner", "person_boxes", "crop_matrix", "make_crops", "crops_to_image", "fuse",
            "suppress_duplicates", "boxes_from_xywh", "order_for_cap", "RefinedPredictor"]
@@ -102,33 +102,6 @@ class RefineConfig:
         return from_section(cls, d, "refine option")
 
 
-def _body_size(kps: np.ndarray, skeleton=COCO_17) -> np.ndarray:
-    """(N, K, 3) -> (N,) a body-height estimate from the found limbs: each limb's length over its
-    typical fraction of body height, the median over the limbs found (0 where none)."""
-    # typical limb length / standing body height (anthropometric averages)
-    frac = {("left_shoulder", "left_elbow"): 0.19, ("right_shoulder", "right_elbow"): 0.19,
-            ("left_elbow", "left_wrist"): 0.15, ("right_elbow", "right_wrist"): 0.15,
-            ("left_hip", "left_knee"): 0.25, ("right_hip", "right_knee"): 0.25,
-            ("left_knee", "left_ankle"): 0.25, ("right_knee", "right_ankle"): 0.25,
-            ("left_shoulder", "left_hip"): 0.30, ("right_shoulder", "right_hip"): 0.30,
-            ("left_shoulder", "right_shoulder"): 0.22, ("left_hip", "right_hip"): 0.15}
-    idx = {n: i for i, n in enumerate(skeleton.keypoints)}
-    n = len(kps)
-    est = np.full((n, len(frac)), np.nan, np.float32)
-    for j, ((a, b), f) in enumerate(frac.items()):
-        ia, ib = idx[a], idx[b]
-        ok = (kps[:, ia, 2] > 0) & (kps[:, ib, 2] > 0)
-        d = np.hypot(kps[:, ia, 0] - kps[:, ib, 0], kps[:, ia, 1] - kps[:, ib, 1]) / f
-        est[ok, j] = d[ok]
-    with np.errstate(all="ignore"):
-        import warnings
-
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)
-            out = np.nanmedian(est, axis=1)
-    return np.nan_to_num(out, nan=0.0).astype(np.float32)
-
-
 def person_boxes(keypoints: np.ndarray, box_scale: float = 1.25, min_side_frac: float = 0.0,
                  skeleton=COCO_17) -> tuple[np.ndarray, np.ndarray]:
     """(N, K, 3) people in image pixels -> (centres (N, 2) x, y; sides (N,)) of square crops.
@@ -148,7 +121,7 @@ def person_boxes(keypoints: np.ndarray, box_scale: float = 1.25, min_side_frac: 
     centres = np.stack([(x0 + x1) / 2, (y0 + y1) / 2], 1)
     sides = box_scale * np.maximum(x1 - x0, y1 - y0)
     if min_side_frac > 0:
-        sides = np.maximum(sides, min_side_frac * _body_size(kps, skeleton))
+        sides = np.maximum(sides, min_side_frac * body_height(kps, skeleton))
     return centres.astype(np.float32), np.maximum(sides, 16.0).astype(np.float32)
 
 

@@ -189,6 +189,37 @@ MPII_16 = Skeleton(
 SKELETONS = {s.name: s for s in (COCO_17, MPII_16)}
 
 
+# typical limb length / standing body height (anthropometric averages), by keypoint names
+_LIMB_SHARE = {("left_shoulder", "left_elbow"): 0.19, ("right_shoulder", "right_elbow"): 0.19,
+               ("left_elbow", "left_wrist"): 0.15, ("right_elbow", "right_wrist"): 0.15,
+               ("left_hip", "left_knee"): 0.25, ("right_hip", "right_knee"): 0.25,
+               ("left_knee", "left_ankle"): 0.25, ("right_knee", "right_ankle"): 0.25,
+               ("left_shoulder", "left_hip"): 0.30, ("right_shoulder", "right_hip"): 0.30,
+               ("left_shoulder", "right_shoulder"): 0.22, ("left_hip", "right_hip"): 0.15}
+
+
+def body_height(keypoints: np.ndarray, skeleton: "Skeleton | None" = None) -> np.ndarray:
+    """(N, K, 3) people (score 0: not found) -> (N,) body-height estimates in the same units:
+    each found limb's length over its typical share of a standing person's height, the median
+    over the limbs found (robust to a foreshortened limb; 0 where no limb is found). The scale
+    that the refinement's crops and the tracker's smoothing use, so that a small far person and a
+    large near one are treated alike."""
+    sk = skeleton or COCO_17
+    kps = np.asarray(keypoints, np.float64).reshape(len(keypoints), sk.num_keypoints, -1)
+    idx = {n: i for i, n in enumerate(sk.keypoints)}
+    pairs = [(idx[a], idx[b], f) for (a, b), f in _LIMB_SHARE.items() if a in idx and b in idx]
+    est = np.full((len(kps), max(len(pairs), 1)), np.nan)
+    for j, (ia, ib, f) in enumerate(pairs):
+        ok = (kps[:, ia, 2] > 0) & (kps[:, ib, 2] > 0)
+        d = np.hypot(kps[:, ia, 0] - kps[:, ib, 0], kps[:, ia, 1] - kps[:, ib, 1]) / f
+        est[ok, j] = d[ok]
+    out = np.zeros(len(kps))
+    has = ~np.isnan(est).all(1)
+    if has.any():
+        out[has] = np.nanmedian(est[has], axis=1)
+    return out.astype(np.float32)
+
+
 def get_skeleton(name: str) -> Skeleton:
     """Look a skeleton up by name; an unknown name lists the known ones."""
     try:

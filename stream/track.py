@@ -38,6 +38,10 @@ Rules (the choices this module makes):
   that observation. One velocity for the body rather than one per keypoint: two noisy
   detections give a noisy velocity per keypoint, and the mean over 17 keypoints is ~4x steadier,
   which matters when an occluded person is predicted over several frames.
+- **Speed in body heights.** The One Euro speed term is the keypoints' speed over the person's
+  body height (``speed_unit: body``; the height from the found limbs, smoothed per track), so
+  ``beta`` means the same for a 60-px pedestrian and a 600-px person at the camera: both are
+  smoothed alike for the same motion relative to their size.
 - **Smoothed keypoints replace raw ones** in :class:`TrackStage` (``people.keypoints``): every
   later stage (render, sinks) wants the smoothed pose, and keeping both would double the message.
   Scores are not smoothed.
@@ -53,7 +57,7 @@ from typing import Callable
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
-from posestream.models.skeleton import get_skeleton
+from posestream.models.skeleton import body_height, get_skeleton
 from posestream.stream.messages import Frame, now_ns
 from posestream.models.config import from_section
 from posestream.models.oks import oks_distance, oks_matrix
@@ -103,7 +107,7 @@ class OneEuroFilter:
         tau = 1.0 / (2.0 * math.pi * cutoff)
         return 1.0 / (1.0 + tau / dt)
 
-    def __call__(self, x, t: float, valid=None) -> np.ndarray:
+    def __call__(self, x, t: float, valid=None, scale: float | None = None) -> np.ndarray:
         """Filter one sample.
 
         Args:
@@ -112,6 +116,9 @@ class OneEuroFilter:
             valid: optional bool array broadcastable to ``x``; ``False`` elements (e.g. keypoints with
                 score 0) pass through unchanged and lose their state, so they restart from their raw
                 value when valid again.
+            scale: the unit of the speed term: with a scale (e.g. the person's body height in px)
+                the cutoff rises with speed / scale, so ``beta`` is per (scale units / s) and a
+                small far person is smoothed like a large near one; None: per value unit / s.
 
         Returns:
             Filtered values, float64, shape of ``x`` (a new array). The first call returns ``x``;
@@ -131,7 +138,8 @@ class OneEuroFilter:
         self._t = float(t)
         dx = (x - self._x) / dt
         dx_hat = self._dx + self._alpha(self.d_cutoff, dt) * (dx - self._dx)
-        cutoff = self.min_cutoff + self.beta * np.abs(dx_hat)
+        speed = np.abs(dx_hat) if not scale else np.abs(dx_hat) / float(scale)
+        cutoff = self.min_cutoff + self.beta * speed
         x_hat = self._x + self._alpha(cutoff, dt) * (x - self._x)
         keep = ok & self._has        # continue the filter
         self._x = np.where(keep, x_hat, x)  # restart (fresh or invalid): the raw value, speed 0
@@ -157,7 +165,12 @@ class TrackerConfig:
         predict: predict each track's pose with constant velocity before matching.
         smoothing: One Euro smoothing of the keypoints (off: the raw keypoints come back).
         min_cutoff: One Euro cutoff at zero speed, Hz.
-        beta: One Euro speed coefficient, 1/px (the speed is in px/s).
+        beta: One Euro speed coefficient: per (body heights / s) with ``speed_unit: body`` (the
+            speed is the keypoints' px/s over the person's body height,
+            :func:`posestream.models.skeleton.body_height`), per (px / s) with ``px``. 15 body⁻¹
+            is the former 0.05 px⁻¹ for a 300-px person.
+        speed_unit: ``body`` (scale-free: a small far pedestrian and a large near person are
+            smoothed alike) or ``px``.
         d_cutoff: One Euro cutoff of the speed estimate, Hz.
     """
 
@@ -168,8 +181,9 @@ class TrackerConfig:
     predict: bool = True
     smoothing: bool = True
     min_cutoff: float = 1.0
-    beta: float = 0.05
+    beta: float = 15.0
     d_cutoff: float = 1.0
+    speed_unit: str = "body"
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.min_oks <= 1.0:
@@ -184,6 +198,8 @@ class TrackerConfig:
             raise ValueError(f"min_cutoff and d_cutoff must be > 0 Hz, got {self.min_cutoff}, {self.d_cutoff}")
         if self.beta < 0:
             raise ValueError(f"beta must be >= 0, got {self.beta}")
+        if self.speed_unit not in ("body", "px"):
+            raise ValueError(f"speed_unit must be body or px, got {self.speed_unit!r}")
 
     @classmethod
     def from_dict(cls, d: dict | None) -> "TrackerConfig":
@@ -201,6 +217,7 @@ class _Track:
     hits: int = 1
     id: int = -1                      # -1 while tentative
     velocity: np.ndarray = field(default_factory=lambda: np.zeros(2))  # body velocity, px/s
+    height: float = 0.0               # smoothed body height (px): the unit of the smoothing's speed
 
     def predicted(self, t: float, use_velocity: bool) -> np.ndarray:
         if not use_velocity:
@@ -227,16 +244,21 @@ class Tracker:
         distance: ``distance(track_poses (Nt, K, 3), detections (Nd, K, 3)) -> (Nt, Nd)`` in [0, 1];
             default ``1 - OKS`` with ``sigmas``.
         make_filter: ``make_filter() -> f`` with ``f(values (K, 2), t_seconds, valid (K, 1)) -> (K, 2)``,
-            one per track; default a :class:`OneEuroFilter` with the config's parameters.
+            one per track; default a :class:`OneEuroFilter` with the config's parameters. With
+            ``speed_unit: body`` the default filter is also given ``scale=`` (the person's body
+            height); an injected filter is called with the three arguments only.
     """
 
     def __init__(self, config: TrackerConfig | None = None, sigmas=None, distance: Callable | None = None,
-                 make_filter: Callable | None = None) -> None:
+                 make_filter: Callable | None = None, skeleton=None) -> None:
         self.config = config or TrackerConfig()
         self.sigmas = np.asarray(get_skeleton("coco17").sigmas if sigmas is None else sigmas, np.float64)
         c = self.config
         self.distance = distance or partial(oks_distance, sigmas=self.sigmas * c.sigma_scale)
         self.make_filter = make_filter or partial(OneEuroFilter, c.min_cutoff, c.beta, c.d_cutoff)
+        self.skeleton = skeleton or {17: get_skeleton("coco17"), 16: get_skeleton("mpii16")}.get(len(self.sigmas))
+        # the speed in body heights needs a skeleton to measure bodies with (else px, as configured or not)
+        self._scaled = make_filter is None and c.speed_unit == "body" and self.skeleton is not None
         self._next_id = 0
         self._t0_ns: int | None = None
         self._tracks: list[_Track] = []
@@ -297,13 +319,19 @@ class Tracker:
 
         ids = np.full(n, -1, np.int64)
         out = kps.copy()
+        heights = body_height(kps, self.skeleton) if (self._scaled and cfg.smoothing and n) else None
         for i, tr in enumerate(det_track):
             if tr.id < 0 and tr.hits >= cfg.min_hits:
                 tr.id = self._next_id
                 self._next_id += 1
             ids[i] = tr.id
             if cfg.smoothing:
-                out[i, :, :2] = tr.filter(kps[i, :, :2], t, kps[i, :, 2:3] > 0)
+                if heights is not None:
+                    if heights[i] > 0:  # a smoothed scale: one frame's limb estimate is noisy
+                        tr.height = heights[i] if tr.height <= 0 else 0.8 * tr.height + 0.2 * heights[i]
+                    out[i, :, :2] = tr.filter(kps[i, :, :2], t, kps[i, :, 2:3] > 0, scale=tr.height or None)
+                else:
+                    out[i, :, :2] = tr.filter(kps[i, :, :2], t, kps[i, :, 2:3] > 0)
         return ids, out.astype(np.float32)
 
 
@@ -337,7 +365,7 @@ class TrackStage:
     def _tracker(self, source_id: int) -> Tracker:
         tracker = self._trackers.get(source_id)
         if tracker is None:
-            tracker = self._trackers[source_id] = Tracker(self.config, self.skeleton.sigmas)
+            tracker = self._trackers[source_id] = Tracker(self.config, self.skeleton.sigmas, skeleton=self.skeleton)
         return tracker
 
     def process(self, frame: Frame) -> Frame:

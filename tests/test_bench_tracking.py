@@ -13,8 +13,9 @@ REPO = Path(__file__).resolve().parents[1]
 def test_fast_clip_moves_the_person_by_30_percent_of_their_height():
     from posestream.stream.benches.tracking import make_clip
 
-    frames, h = make_clip("fast", 4, height=200)
-    still, _ = make_clip("still", 4, height=200)
+    frames, h, centres = make_clip("fast", 4, height=200)
+    still, _, _ = make_clip("still", 4, height=200)
+    assert [round(b[0] - a[0]) for a, b in zip(centres, centres[1:])] == [60, 60, 60]
     assert len(frames) == 4 and frames[0].shape == (576, 768, 3) and h == 200
     # the pasted person is where the two clips differ from the background; its left edge moves 60 px a frame
     from posestream.stream.benches.tracking import _background
@@ -30,7 +31,7 @@ def test_bench_reports_every_clip():
                         "--json"], cwd=REPO, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]
     res = json.loads(r.stdout)
-    assert set(res) == {"still", "fast"}
+    assert set(res) == {"still", "small", "fast"}
     for row in res.values():
         assert row["frames"] == 8 and row["people"] == 1
         assert {"ids", "id_switches", "unconfirmed_frames", "jitter_raw_pct", "jitter_smoothed_pct", "lag_pct"} <= set(row)

@@ -100,7 +100,7 @@ def test_one_euro_rate_comes_from_timestamps():
         np.testing.assert_allclose(f(np.ones(2), 100.0 + dt), 1.0 / (1.0 + tau / dt), rtol=1e-9)
 
 
-def _jitter(min_cutoff=1.0, beta=0.05, d_cutoff=1.0):
+def _jitter(min_cutoff=1.0, beta=15.0, d_cutoff=1.0):
     rng = np.random.default_rng(0)
     tracker = Tracker(TrackerConfig(min_hits=1, min_cutoff=min_cutoff, beta=beta, d_cutoff=d_cutoff), SIGMAS)
     truth = pose(400, 300)
@@ -118,7 +118,8 @@ def _jitter(min_cutoff=1.0, beta=0.05, d_cutoff=1.0):
 
 
 def test_jitter_drops():
-    # Measured ~23x with the defaults (min_cutoff 1 Hz, beta 0.05/px). An exponential filter at 1 Hz
+    # Measured ~23x with the defaults (min_cutoff 1 Hz, beta 15 per body height/s = 0.05/px for this
+    # 300-px person). An exponential filter at 1 Hz
     # and 30 fps (alpha 0.17) would give (2 - a) / a² ~ 60x; the speed term raises the cutoff on
     # noise and costs some of that. 10x (frame-to-frame std ~3x smaller) leaves margin for the seed
     # while failing for a filter that barely smooths (raw: 1x; min_cutoff 10 Hz: ~2x, checked below).
@@ -127,7 +128,7 @@ def test_jitter_drops():
     assert _jitter(min_cutoff=10.0) < 10.0  # the bound can fail
 
 
-def _lag(dts_s, beta=0.05):
+def _lag(dts_s, beta=15.0):
     """Max lag (px, along the motion) of a pose moving at 300 px/s, after 1 s of settling."""
     tracker = Tracker(TrackerConfig(min_hits=1, beta=beta), SIGMAS)
     t, lags, outs = 0.0, [], []
@@ -146,14 +147,15 @@ def _lag(dts_s, beta=0.05):
 def test_lag_stays_bounded():
     # 300 px/s is a brisk walk across a 720p frame. Measured max lag ~2.4 px (8 ms) at 30 fps and
     # ~2.7 px with dropped frames. Bound 5 px: under 2 pixels of a 17 ms half frame, far below what
-    # a viewer sees; the default of many ports (beta 0.007) lags ~9 px and fails it.
+    # a viewer sees; the default of many ports (beta 0.007/px = 2.1 per body height/s for this
+    # 300-px person) lags ~9 px and fails it.
     lag, lead = _lag([1 / 30])
     assert lag < 5.0, lag
     assert lead > -0.5, lead  # and no overshoot ahead of the true position
     # irregular timestamps (every other frame dropped: dt 33 ms / 100 ms): rates from timestamps
     lag, lead = _lag([0.033, 0.100])
     assert lag < 5.0 and lead > -0.5, (lag, lead)
-    assert _lag([1 / 30], beta=0.007)[0] > 5.0
+    assert _lag([1 / 30], beta=2.1)[0] > 5.0
 
 
 # --------------------------------------------------------------------------------------- tracking
@@ -475,3 +477,34 @@ def test_config_unknown_key_is_named():
         TrackerConfig(min_hits=0)
     with pytest.raises(ValueError, match="min_oks"):
         TrackerConfig(min_oks=1.5)
+
+
+def _relative_lag(size: float, unit: str) -> float:
+    """Max lag along the motion, in body heights, of a pose ``size`` × the standard one (300 px)
+    walking one body height per second, after 1 s of settling (30 fps, ±1 % of height noise)."""
+    beta = 15.0 if unit == "body" else 0.05
+    tracker = Tracker(TrackerConfig(min_hits=1, beta=beta, speed_unit=unit), SIGMAS)
+    rng = np.random.default_rng(3)
+    lags = []
+    for i in range(90):
+        t = i / 30
+        truth = np.empty((17, 3))
+        truth[:, :2] = _OFFSETS * size + (100 + 300.0 * size * t, 300)
+        truth[:, 2] = 0.9
+        noisy = truth.copy()
+        noisy[:, :2] += rng.normal(0.0, 3.0 * size, (17, 2))
+        _, out = tracker.update(*people(noisy), 10**9 + round(t * 1e9))
+        if t > 1.0:
+            lags.append((truth[:, 0] - out[0, :, 0]).mean() / (300 * size))
+    return float(np.mean(lags))
+
+
+def test_smoothing_is_the_same_for_a_small_and_a_large_person():
+    """Speed in body heights: a 75-px pedestrian and a 300-px person doing the same thing relative
+    to their size lag by the same share of their height (in px units the small one lags ~4x more)."""
+    small, large = _relative_lag(0.25, "body"), _relative_lag(1.0, "body")
+    assert large > 0 and abs(small - large) <= 0.15 * large, (small, large)
+    small_px, large_px = _relative_lag(0.25, "px"), _relative_lag(1.0, "px")
+    assert small_px > 1.5 * large_px, (small_px, large_px)  # the bound can fail
+    with pytest.raises(ValueError, match="speed_unit"):
+        TrackerConfig(speed_unit="furlongs")

@@ -5,14 +5,15 @@ Clips (made here from shared data, real pixels):
 * ``still``: one real person (COCO annotation 441444, cut out by its segmentation polygon) standing
   over a real moving background (``vtest.avi``'s pedestrians), 90 frames at 30 fps: every frame
   holds the same person, the pose does not move, so any motion of the skeleton is jitter.
+* ``small``: the same, 100 px tall instead of 300 (smoothing in body heights treats both alike).
 * ``fast``: the same person moved sideways by 30 % of their height per frame, back and forth,
   90 frames: the association's hard case, and the lag of the smoothing at speed.
 * ``vtest``: the first 300 frames of ``vtest.avi`` itself: ids used for a scene with a known
   number of people (pass ``--vtest-people`` as counted on a contact sheet).
 
 Per clip: people (truth), ids used (on the single-person clips: the ids the largest person got,
-the background's pedestrians aside), id switches (the largest person's id changing after its first
-confirmed id), frames where that person has no id yet (-1), jitter (mean |second difference| of
+the background's pedestrians aside), id switches (the clip's person — nearest its known place, or the largest
+on vtest — changing id after its first confirmed id), frames where that person has no id yet (-1), jitter (mean |second difference| of
 the keypoints found in three successive frames, px/frame², in % of body height) of the raw
 detections and of the smoothed output, and the lag (mean distance smoothed–raw, % of body height,
 on ``fast``). This is the measurement issue #14 asks for; the numbers of the current tracker are
@@ -71,14 +72,14 @@ def _background(n: int):
 
 
 def make_clip(kind: str, n: int, height: int = 300):
-    """-> (frames (list of RGB arrays), person height in px)."""
+    """-> (frames (list of RGB arrays), person height in px, the person's box centre per frame)."""
     import cv2
 
     rgba, h0 = _cutout()
     s = height / h0
     rgba = cv2.resize(rgba, (int(rgba.shape[1] * s), height), interpolation=cv2.INTER_AREA)
     ph, pw = rgba.shape[:2]
-    out = []
+    out, centres = [], []
     bg = _background(n)
     for i, frame in enumerate(bg):
         frame = frame.copy()
@@ -95,12 +96,20 @@ def make_clip(kind: str, n: int, height: int = 300):
         region = frame[y:y + ph, x:x + pw].astype(np.float32)
         frame[y:y + ph, x:x + pw] = (alpha * rgba[..., :3] + (1 - alpha) * region).astype(np.uint8)
         out.append(frame)
-    return out, height
+        centres.append((x + pw / 2, y + ph / 2))
+    return out, height, centres
 
 
-def _largest(people):
+def _main(people, centre=None):
+    """The clip's person: nearest its known centre when given, else the largest."""
     if not people:
         return None
+    if centre is not None:
+        d = []
+        for p in people:
+            f = p.keypoints[:, 2] > 0
+            d.append(np.hypot(*(p.keypoints[f, :2].mean(0) - centre)) if f.any() else np.inf)
+        return people[int(np.argmin(d))]
     sizes = [np.ptp(p.keypoints[p.keypoints[:, 2] > 0, 1]) if (p.keypoints[:, 2] > 0).sum() > 1 else 0
              for p in people]
     return people[int(np.argmax(sizes))]
@@ -118,7 +127,7 @@ def _jitter(seq: list, height: float) -> float:
     return float(np.mean(vals) / height * 100) if vals else float("nan")
 
 
-def measure(frames, height: float | None, people: int | None) -> dict:
+def measure(frames, height: float | None, people: int | None, centres=None) -> dict:
     from ..api import Estimator
 
     raw_est, tr_est = Estimator(), Estimator(track=True)
@@ -127,10 +136,11 @@ def measure(frames, height: float | None, people: int | None) -> dict:
     try:
         for i, f in enumerate(frames):
             t = t0 + int(i * 1e9 / FPS)
-            raw = _largest(raw_est(f, t))
+            c = None if centres is None else np.asarray(centres[i])
+            raw = _main(raw_est(f, t), c)
             tracked = tr_est(f, t)
             ids.update(p.track_id for p in tracked if p.track_id >= 0)
-            main = _largest(tracked)
+            main = _main(tracked, c)
             raw_seq.append(None if raw is None else raw.keypoints)
             sm_seq.append(None if main is None else main.keypoints)
             if main is not None:
@@ -159,9 +169,9 @@ def measure(frames, height: float | None, people: int | None) -> dict:
 
 def run(args: argparse.Namespace) -> int:
     res = {}
-    for kind in ("still", "fast"):
-        frames, h = make_clip(kind, args.frames)
-        res[kind] = measure(frames, h, 1)
+    for name, kind, height in (("still", "still", 300), ("small", "still", 100), ("fast", "fast", 300)):
+        frames, h, centres = make_clip(kind, args.frames, height)
+        res[name] = measure(frames, h, 1, centres)
     if args.vtest_frames:
         res["vtest"] = measure(_background(args.vtest_frames), None, args.vtest_people)
     if args.json:
