@@ -172,6 +172,11 @@ class TrackerConfig:
         speed_unit: ``body`` (scale-free: a small far pedestrian and a large near person are
             smoothed alike) or ``px``.
         d_cutoff: One Euro cutoff of the speed estimate, Hz.
+        rescue_distance: a second association stage for what the OKS stage left: an unmatched
+            track and an unmatched detection whose centres are within this many body heights (1)
+            (and whose heights agree within a factor 1.5) are matched, closest first. It catches
+            what OKS cannot: a person moving faster than the prediction knows (a newborn track
+            has no velocity yet: at 30 % of their height per frame OKS is ~0). 0 disables it.
     """
 
     min_oks: float = 0.3
@@ -184,6 +189,7 @@ class TrackerConfig:
     beta: float = 15.0
     d_cutoff: float = 1.0
     speed_unit: str = "body"
+    rescue_distance: float = 1.0
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.min_oks <= 1.0:
@@ -198,6 +204,8 @@ class TrackerConfig:
             raise ValueError(f"min_cutoff and d_cutoff must be > 0 Hz, got {self.min_cutoff}, {self.d_cutoff}")
         if self.beta < 0:
             raise ValueError(f"beta must be >= 0, got {self.beta}")
+        if isinstance(self.rescue_distance, bool) or not 0 <= self.rescue_distance <= 10:
+            raise ValueError(f"rescue_distance must be a number of body heights in [0, 10], got {self.rescue_distance}")
         if self.speed_unit not in ("body", "px"):
             raise ValueError(f"speed_unit must be body or px, got {self.speed_unit!r}")
 
@@ -272,6 +280,44 @@ class Tracker:
         """Live tracks (tentative ones included); read-only use."""
         return list(self._tracks)
 
+    def _rescue(self, kps: np.ndarray, det_track: list, t: float) -> None:
+        """Second stage: leftover tracks and detections matched by centre distance in body heights."""
+        taken = {id(tr) for tr in det_track if tr is not None}
+        tracks = [tr for tr in self._tracks if id(tr) not in taken and tr.t < t]
+        dets = [i for i, tr in enumerate(det_track) if tr is None]
+        if not tracks or not dets:
+            return
+        sk = self.skeleton
+        th = body_height(np.stack([tr.obs for tr in tracks]), sk) if sk is not None else None
+        dh = body_height(kps[dets], sk) if sk is not None else None
+
+        def centre(p):
+            f = p[:, 2] > 0
+            return p[f, :2].mean(0) if f.any() else None
+
+        pairs = []
+        for a, tr in enumerate(tracks):
+            ct = centre(tr.predicted(t, self.config.predict))
+            for b, i in enumerate(dets):
+                cd = centre(kps[i])
+                if ct is None or cd is None:
+                    continue
+                h_t = th[a] if th is not None else 0.0
+                h_d = dh[b] if dh is not None else 0.0
+                if not (h_t > 0 and h_d > 0) or max(h_t, h_d) > 1.5 * min(h_t, h_d):
+                    continue
+                d = float(np.hypot(*(ct - cd))) / max(h_t, h_d)
+                if d <= self.config.rescue_distance:
+                    pairs.append((d, a, b))
+        used_t, used_d = set(), set()
+        for d, a, b in sorted(pairs):
+            if a in used_t or b in used_d:
+                continue
+            used_t.add(a)
+            used_d.add(b)
+            det_track[dets[b]] = tracks[a]
+            tracks[a].observe(kps[dets[b]], t)
+
     def update(self, keypoints: np.ndarray, scores: np.ndarray, t_ns: int) -> tuple[np.ndarray, np.ndarray]:
         """Associate one frame's people with the tracks and smooth their keypoints.
 
@@ -308,6 +354,8 @@ class Tracker:
                     det_track[c_] = self._tracks[r]
                     self._tracks[r].observe(kps[c_], t)
 
+        if cfg.rescue_distance > 0 and n and nt:
+            self._rescue(kps, det_track, t)
         matched = {id(tr) for tr in det_track if tr is not None}
         # a tentative track that misses an update dies: a flicker never becomes a person
         self._tracks = [tr for tr in self._tracks if tr.id >= 0 or id(tr) in matched]

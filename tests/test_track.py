@@ -232,7 +232,8 @@ def test_small_people_keep_their_ids():
         assert set(seen[name][2:]) == {seen[name][2]} and seen[name][2] >= 0, seen[name]
     # with COCO's raw sigmas (sigma_scale 1) the same small, jittery people lose their tracks
     # (on the demo clip, 150 frames with the shipped model: 93 ids with sigma_scale 1, 56 with 2)
-    seen = _ids_by_person(_small_walkers(), TrackerConfig(sigma_scale=1.0))
+    # (OKS alone: the second, centre-distance stage would rescue them)
+    seen = _ids_by_person(_small_walkers(), TrackerConfig(sigma_scale=1.0, rescue_distance=0.0))
     assert sum(len(set(v[2:])) for v in seen.values()) > 3
 
 
@@ -508,3 +509,21 @@ def test_smoothing_is_the_same_for_a_small_and_a_large_person():
     assert small_px > 1.5 * large_px, (small_px, large_px)  # the bound can fail
     with pytest.raises(ValueError, match="speed_unit"):
         TrackerConfig(speed_unit="furlongs")
+
+
+def test_a_fast_person_is_confirmed_and_keeps_one_id():
+    """A 300-px person moving 30 % of their height (90 px) per frame, and a second one standing
+    still: a newborn track has no velocity, OKS of the unmoved prediction is ~0, so without the
+    second association stage the mover never gets an id (a new tentative track every frame)."""
+    seq = []
+    for i in range(30):
+        seq.append((10**9 + i * DT_NS, {"fast": pose(100.0 + 90.0 * (i % 12), 300.0), "still": pose(1500.0, 320.0)}))
+    seen = _ids_by_person(seq, TrackerConfig())
+    assert seen["fast"][2] >= 0, seen["fast"]
+    # one id until the person jumps back to the start (every 12th frame: a teleport, a new person)
+    first = seen["fast"][2:12]
+    assert set(first) == {first[0]}, seen["fast"]
+    assert len(set(seen["still"][2:])) == 1 and seen["still"][2] not in first
+    assert set(_ids_by_person(seq, TrackerConfig(rescue_distance=0.0))["fast"]) == {-1}
+    with pytest.raises(ValueError, match="rescue_distance"):
+        TrackerConfig(rescue_distance=-1)
