@@ -32,7 +32,7 @@ from .fields import Poses
 from .skeleton import COCO_17, body_height
 
 __all__ = ["RefineConfig", "Refiner", "person_boxes", "crop_matrix", "make_crops", "crops_to_image", "fuse",
-           "suppress_duplicates", "boxes_from_xywh", "order_for_cap", "RefinedPredictor"]
+           "suppress_duplicates", "boxes_from_xywh", "order_for_cap", "RefinedPredictor", "mean_found_score"]
 
 
 @dataclass
@@ -190,6 +190,12 @@ def fuse(bottom_up: np.ndarray, refined: np.ndarray, keep_bottomup_below: float 
     return out
 
 
+def mean_found_score(kps: np.ndarray) -> np.ndarray:
+    """(N, K, 3) -> (N,) the mean score of each person's found keypoints (0 when none is found)."""
+    found = kps[..., 2] > 0
+    return np.where(found.any(1), (kps[..., 2] * found).sum(1) / np.maximum(found.sum(1), 1), 0.0).astype(np.float32)
+
+
 def _person_area(kps: np.ndarray) -> float:
     f = kps[:, 2] > 0
     if f.sum() < 2:
@@ -294,7 +300,7 @@ class Refiner:
         fused = fuse(kps_in[chosen], refined, cfg.keep_bottomup_below)
         kps, scores = kps_in.copy(), scores_in.copy()
         kps[chosen] = fused
-        found = fused[..., 2] > 0
+        found = fused[..., 2] > 0  # Thunder's mean score over the keypoints the fused person has
         mean_ref = np.where(found.any(1), (refined[..., 2] * found).sum(1) / np.maximum(found.sum(1), 1), 0.0)
         if cfg.score == "refined":
             scores[chosen] = mean_ref
@@ -329,8 +335,6 @@ class RefinedPredictor:
             centres, sides = boxes_from_xywh(np.array([a["bbox"] for a in anns], np.float32).reshape(-1, 4),
                                              self.refiner.cfg.box_scale)
             kps = self.refiner.refine_boxes(image, centres, sides)
-            found = kps[..., 2] > 0
-            scores = np.where(found.any(1), (kps[..., 2] * found).sum(1) / np.maximum(found.sum(1), 1), 0.0)
-            return Prediction(Poses(kps, scores.astype(np.float32)), None)
+            return Prediction(Poses(kps, mean_found_score(kps)), None)
         pred = self.predictor(image)
         return Prediction(self.refiner(image, pred.poses), pred.record)

@@ -324,7 +324,8 @@ class Estimator:
             cfg = PipelineConfig(sources=["-"], infer=d)
             cfg.sources = []
             _check_model(cfg)
-            self._stage = InferenceStage(InferConfig.from_dict(d))
+            icfg = InferConfig.from_dict(d)
+            self._stage = InferenceStage(icfg)
             self._refine = None
             rd = dict(refine) if isinstance(refine, dict) else {}
             if refine:
@@ -333,12 +334,12 @@ class Estimator:
                 from .pipeline import check_model_spec
 
                 rcfg = RefineConfig.from_dict({**rd, "enabled": True})
-                check_model_spec(rcfg.model, InferConfig.from_dict(d).backend, "topdown")
+                check_model_spec(rcfg.model, icfg.backend, "topdown")
             meta = self._stage.open({})
             if refine:
                 from .refine import RefineStage
 
-                self._refine = RefineStage(rcfg, InferConfig.from_dict(d))
+                self._refine = RefineStage(rcfg, icfg)
                 meta.update(self._refine.open(meta) or {})
         except (ValueError, FileNotFoundError) as e:
             raise PipelineError(" ".join(str(e).split()), user=True) from None

@@ -66,7 +66,7 @@ def _ignore(ann_id: int, img_id: int, box) -> dict:
 
 def relabel_image(image, anns: list, predictor, refiner, args, use_old: bool = True):
     """-> (labelled people [(keypoints (17, 3) with v, score)], ignore boxes) for one image."""
-    from posestream.models.refine import boxes_from_xywh, fuse, suppress_duplicates
+    from posestream.models.refine import boxes_from_xywh, mean_found_score, suppress_duplicates
 
     h, w = image.shape[:2]
     det = predictor.predictor(image).poses
@@ -79,9 +79,8 @@ def relabel_image(image, anns: list, predictor, refiner, args, use_old: bool = T
     if use_old and old:
         c, s = boxes_from_xywh(np.array([a["bbox"] for a in old], np.float32), refiner.cfg.box_scale)
         k = refiner.refine_boxes(image, c, s)
-        f = k[..., 2] > 0
         cands.append(k)
-        scores.append(np.where(f.any(1), (k[..., 2] * f).sum(1) / np.maximum(f.sum(1), 1), 0).astype(np.float32))
+        scores.append(mean_found_score(k))
     if not cands:
         return [], [a["bbox"] for a in old]
     kps, sc = np.concatenate(cands), np.concatenate(scores)

@@ -30,16 +30,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _frame() -> np.ndarray:
-    import av
+    from .tracking import _background, _shared
 
-    from posestream.models.shipped import SHIPPED_CHECKPOINT
-
-    clip = SHIPPED_CHECKPOINT.parents[2].parent / "shared" / "data" / "videos" / "vtest.avi"
-    if clip.is_file():
-        with av.open(str(clip)) as c:
-            for i, f in enumerate(c.decode(video=0)):
-                if i == 30:
-                    return f.to_ndarray(format="rgb24")
+    if (_shared() / "videos" / "vtest.avi").is_file():
+        return _background(31)[30]
     rng = np.random.default_rng(0)
     return rng.integers(0, 255, (576, 768, 3), dtype=np.uint8)
 
