@@ -112,6 +112,11 @@ _NONBLOCK = os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0)
 _ids = itertools.count()
 
 
+
+class RingGone(ValueError):
+    """A frame refers to a shared-memory ring whose file no longer exists (its sender closed it)."""
+
+
 class Closed(Exception):
     """The link was closed while waiting."""
 
@@ -566,7 +571,7 @@ class Receiver:
         try:
             ring = _Ring.attach(os.path.join(root, name), ref["dir"], self._folder)
         except FileNotFoundError:
-            raise ValueError(f"shared-memory ring {name} is gone (its sender closed long ago?)") from None
+            raise RingGone(f"shared-memory ring {name} is gone (its sender closed long ago?)") from None
         owner = name.rsplit("-", 1)[0]
         for other in [k for k in self._rings if k.rsplit("-", 1)[0] == owner]:  # the sender's retired ring
             self._old.append(self._rings.pop(other))
@@ -600,7 +605,10 @@ class Receiver:
     def _ack(self, ref: dict) -> None:
         gen = ref.get("gen")
         if isinstance(gen, int):
-            self._ring(ref).received(gen)
+            try:
+                self._ring(ref).received(gen)
+            except RingGone:  # the sender has closed its ring: nobody waits for this ack any more
+                pass
 
     def _recv(self, flags: int = 0) -> Frame:
         return decode(self.sock.recv_multipart(flags=flags, copy=False), self._resolve, self._ack)
