@@ -44,7 +44,7 @@ LOG = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class Person:
     """One person in one frame. ``keypoints``: (K, 3) float32 x, y, score in source pixels (score 0:
-    not found); ``track_id``: stable per source across frames (-1 while tentative or untracked)."""
+    not found); ``track_id``: stable per source across frames (-2 while tentative, -1 untracked)."""
 
     track_id: int
     score: float
@@ -372,6 +372,12 @@ class Estimator:
         self._stage.close()
         if self._refine is not None:
             self._refine.close()
+
+    def __enter__(self) -> "Estimator":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
 
 def _check_model(cfg: PipelineConfig) -> None:

@@ -36,7 +36,7 @@ class People:
     """People of one frame, in source-image pixels.
 
     keypoints: (N, K, 3) float32 x, y, score; scores: (N,) float32; track_ids: (N,) int64
-    (-1 before tracking).
+    (-1 before tracking, -2 tentative: see stream/track.py).
     """
 
     keypoints: np.ndarray

@@ -55,7 +55,10 @@ def draw_people(image_rgb: np.ndarray, people: People | None, skeleton: Skeleton
 
     Limbs are drawn only between two keypoints that both have score > ``min_score``; keypoints
     with score <= ``min_score`` (or non-finite coordinates) are not drawn at all. A person with
-    ``track_id >= 0`` gets its id as a small label above the top of its keypoints' box.
+    ``track_id >= 0`` gets its id as a small label above the top of its keypoints' box. A person
+    whose track is tentative (``track_id == -2``: a weak detection not yet confirmed, or a
+    duplicate pose of another person; see ``posestream.stream.track``) is not drawn: a viewer
+    sees no flicker of unconfirmed skeletons, and no person drawn without an id while tracking.
 
     Args:
         image_rgb: (H, W, 3) uint8 RGB, writeable and C-contiguous; drawn on in place.
@@ -88,6 +91,8 @@ def draw_people(image_rgb: np.ndarray, people: People | None, skeleton: Skeleton
     track_ids = np.asarray(people.track_ids).reshape(-1)
     visible = (kps[:, :, 2] > min_score) & np.isfinite(kps).all(axis=2)
     for n in range(kps.shape[0]):
+        if n < track_ids.shape[0] and track_ids[n] == -2:
+            continue  # tentative (TENTATIVE in stream/track.py)
         pts, vis = kps[n], visible[n]
         for (a, b), color in zip(skeleton.limbs, limb_colors):
             if vis[a] and vis[b]:

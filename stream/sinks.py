@@ -219,6 +219,10 @@ class JsonlWriter:
     Line format: ``{"source_id", "frame_id", "pts", "t_capture_ns", "epoch",
     "people": [{"track_id", "score", "keypoints": [[x, y, score], ...]}]}`` with pixels rounded to
     0.01, scores to 0.001, pts to 1 µs; non-finite numbers are written as ``null``.
+    ``track_id``: ``>= 0`` a person's id, stable per ``source_id`` (given on the person's first
+    frame when it is confident, else once seen ``min_hits`` times; never reused); ``-2`` a
+    tentative detection (weak and not yet confirmed, or a duplicate pose of another person) that
+    the video does not draw; ``-1`` no tracking ran (``track`` stage off).
 
     Args:
         path: output file; overwritten.

@@ -16,11 +16,26 @@ frame rate, so dropped frames and irregular sources are handled (MediaPipe's
 
 Rules (the choices this module makes):
 
-- **Births.** An unmatched detection starts a *tentative* track. It is reported with id ``-1``
-  until it has been matched ``min_hits`` times (the first detection counts), and it dies at the
-  first update in which it is not matched (a flicker of false positives never gets an id). A
-  track takes its id from the tracker's counter when it is confirmed, so the reported ids have no
-  gaps left by tentative tracks that died.
+- **Births.** An unmatched detection whose person score is at least ``confirm_score`` is a person
+  at once: its track is confirmed and takes an id on its first frame (no ``-1`` for a person the
+  user sees). A less confident one starts a *tentative* track, reported with id ``TENTATIVE``
+  (-2; the renderer does not draw it) until it has been matched ``min_hits`` times (the first
+  detection counts); it dies at the first update in which it is not matched, so a flicker of
+  weak false positives never gets an id. Ids come from the tracker's counter at confirmation,
+  so tentative tracks that died leave no gaps. ``-1`` (``UNTRACKED``) is what people carry when
+  no tracker ran.
+- **Association in stages** (ByteTrack's idea, with OKS for IoU): detections with a person score
+  >= ``high_score`` are matched to the tracks first; the weaker ones then compete for the tracks
+  left over, so a weak detection (a person half hidden or turning) keeps its track instead of
+  starting a new one but never steals a track from a confident detection. What both OKS stages
+  leave goes to a third stage by centre distance in body heights (``rescue_distance``), whose
+  gate widens by ``reid_speed`` body heights per second for a track lost for a while, so a
+  person hidden for less than ``max_age_s`` is re-identified by its predicted place.
+- **OKS on the keypoints seen.** Keypoints with score <= ``min_keypoint_score`` (the decoder
+  fills missing ones with weak guesses) take no part in association; the OKS scale is the
+  track's body height (``oks_area: height``), not the box of the keypoints seen (which shrinks
+  when few are seen), and a pair sharing fewer than ``min_shared`` seen keypoints is left to the
+  centre stage.
 - **Deaths.** A confirmed track that has not been matched for more than ``max_age_s`` seconds of
   capture time dies; the age is measured between timestamps, so it does not depend on how many
   frames (or empty frames) arrived in between.
@@ -38,10 +53,16 @@ Rules (the choices this module makes):
   that observation. One velocity for the body rather than one per keypoint: two noisy
   detections give a noisy velocity per keypoint, and the mean over 17 keypoints is ~4x steadier,
   which matters when an occluded person is predicted over several frames.
-- **Speed in body heights.** The One Euro speed term is the keypoints' speed over the person's
-  body height (``speed_unit: body``; the height from the found limbs, smoothed per track), so
-  ``beta`` means the same for a 60-px pedestrian and a 600-px person at the camera: both are
-  smoothed alike for the same motion relative to their size.
+- **Smoothing in the person's own scale** (``smoother: centred``, :class:`PoseSmoother`): a
+  pose is its body centre plus each keypoint's offset from it. The centre (the mean of the
+  keypoints seen, carried from frame to frame by their mean displacement) is smoothed by a
+  constant-velocity Kalman filter whose noises are in body heights, so a walking person's
+  skeleton has no lag at constant speed and a manoeuvre (an innovation beyond ``manoeuvre_gate``
+  sigmas) releases the velocity at once. The offsets (the limbs' own motion) are One Euro
+  filtered with the speed term in body heights per second (``speed_unit: body``; the height from
+  the seen limbs, smoothed per track), so a 60-px pedestrian and a 600-px person at the camera
+  are smoothed alike. ``smoother: one_euro`` is the plain per-keypoint One Euro filter on
+  positions (the ablation in ``posestream bench tracking --ablate``).
 - **Smoothed keypoints replace raw ones** in :class:`TrackStage` (``people.keypoints``): every
   later stage (render, sinks) wants the smoothed pose, and keeping both would double the message.
   Scores are not smoothed.
@@ -62,13 +83,21 @@ from posestream.stream.messages import Frame, now_ns
 from posestream.models.config import from_section
 from posestream.models.oks import oks_distance, oks_matrix
 
-__all__ = ["OneEuroFilter", "oks_matrix", "oks_distance", "TrackerConfig", "Tracker", "TrackStage"]
+__all__ = ["OneEuroFilter", "PoseSmoother", "oks_matrix", "oks_distance", "TrackerConfig", "Tracker", "TrackStage",
+           "TENTATIVE", "UNTRACKED"]
 
 LOG = logging.getLogger(__name__)
 
 # Hungarian cost of a pair below min_oks: larger than any sum of feasible costs (each <= 1) for the
 # sizes a frame has, so the assignment maximises the number of feasible pairs first.
 _INFEASIBLE = 1e6
+# Hungarian cost added to a new track's pairs, falling to 0 at 30 matches
+_SENIORITY = 0.1
+# track ids that are not ids: a person no tracker has seen, a person whose track is tentative
+UNTRACKED = -1
+TENTATIVE = -2
+# OKS scale s² of a pose from its body height: a standing person's keypoint box is about 0.3 h wide
+_AREA_PER_HEIGHT2 = 0.3
 
 
 class OneEuroFilter:
@@ -149,6 +178,90 @@ class OneEuroFilter:
         return self._out.copy()
 
 
+class PoseSmoother:
+    """A person's pose smoothed as body centre + offsets, in the person's own scale.
+
+    The centre is the mean of the keypoints seen (score > ``min_score``), carried from frame to
+    frame by their mean displacement (so a keypoint appearing or vanishing does not move it), and
+    is smoothed by a constant-velocity Kalman filter per axis: measurement noise ``centre_noise``
+    body heights, white-noise acceleration ``centre_accel`` body heights / s² per √Hz. At constant
+    velocity such a filter has no lag; an innovation beyond ``manoeuvre_gate`` sigmas (a person
+    stopping or turning back) releases the velocity's certainty so the centre follows at once.
+    The offsets of the keypoints from the centre (the limbs' own motion) go through a
+    :class:`OneEuroFilter` whose speed term is in body heights / s.
+
+    Call ``smoother(keypoints (K, 3), t_seconds, height_px) -> (K, 2)``; keypoints with score 0
+    pass through raw (as in :class:`OneEuroFilter`).
+    """
+
+    def __init__(self, min_cutoff: float = 0.3, beta: float = 1.0, d_cutoff: float = 0.3,
+                 centre_noise: float = 0.02, centre_accel: float = 0.5, manoeuvre_gate: float = 4.0,
+                 min_score: float = 0.1) -> None:
+        if centre_noise <= 0 or centre_accel <= 0:
+            raise ValueError(f"centre_noise and centre_accel must be > 0, got {centre_noise}, {centre_accel}")
+        self.offsets = OneEuroFilter(min_cutoff, beta, d_cutoff)
+        self.r, self.q, self.gate, self.min_score = float(centre_noise), float(centre_accel), float(manoeuvre_gate), float(min_score)
+        self.reset()
+
+    def reset(self) -> None:
+        self.offsets.reset()
+        self._c = self._prev = self._x = self._p = self._t = self._out = None
+
+    def _centre(self, kps: np.ndarray) -> tuple[np.ndarray | None, bool]:
+        """(raw centre, continued: False when it had to start again)."""
+        seen = kps[:, 2] > self.min_score
+        if not seen.any():
+            seen = kps[:, 2] > 0
+        if not seen.any():
+            return None, False
+        if self._c is not None:
+            both = seen & (self._prev[:, 2] > self.min_score)
+            if both.any():
+                return self._c + (kps[both, :2] - self._prev[both, :2]).mean(axis=0), True
+        return kps[seen, :2].mean(axis=0), False
+
+    def _kalman(self, z: np.ndarray, t: float, h: float) -> np.ndarray:
+        r2 = (self.r * h) ** 2
+        if self._x is None:
+            self._x = np.stack([z, np.zeros(2)], axis=1)          # (axis, [position, velocity])
+            self._p = np.tile(np.diag([r2, h * h]), (2, 1, 1))    # velocity unknown: ~1 height/s
+            self._t = t
+            return z.copy()
+        dt = t - self._t
+        self._t = t
+        f = np.array([[1.0, dt], [0.0, 1.0]])
+        qd = (self.q * h) ** 2 * np.array([[dt ** 3 / 3, dt ** 2 / 2], [dt ** 2 / 2, dt]])
+        for a in range(2):
+            x = f @ self._x[a]
+            p = f @ self._p[a] @ f.T + qd
+            nu = z[a] - x[0]
+            s = p[0, 0] + r2
+            if self.gate and nu * nu > self.gate ** 2 * s:  # a manoeuvre: the velocity is not known
+                p[1, 1] += (nu / dt) ** 2
+                s = p[0, 0] + r2
+            k = p[:, 0] / s
+            self._x[a] = x + k * nu
+            self._p[a] = p - np.outer(k, p[0])
+        return self._x[:, 0].copy()
+
+    def __call__(self, keypoints: np.ndarray, t: float, height: float) -> np.ndarray:
+        kps = np.asarray(keypoints, np.float64)
+        if self._t is not None and t <= self._t and self._out is not None:
+            return self._out.copy()     # repeated or out-of-order timestamp: the last output
+        c, continued = self._centre(kps)
+        if c is None:
+            return kps[:, :2].copy()
+        if not continued and self._c is not None:
+            self.reset()                # nothing in common with the last pose: start again
+        h = float(height) if height and height > 0 else max(float(np.ptp(kps[kps[:, 2] > 0, 1])), 1.0)
+        self._c, self._prev = c, kps.copy()
+        centre = self._kalman(c, t, h)
+        off = self.offsets(kps[:, :2] - c, t, kps[:, 2:3] > 0, scale=h)
+        out = np.where(kps[:, 2:3] > 0, centre + off, kps[:, :2])
+        self._out = out
+        return out.copy()
+
+
 @dataclass(frozen=True)
 class TrackerConfig:
     """Tracker settings.
@@ -163,15 +276,40 @@ class TrackerConfig:
             move and jitter by more than that (a 50-px-tall pedestrian: nose tolerance ~1.6 px), so
             with the raw sigmas tracks of small people break every few frames.
         predict: predict each track's pose with constant velocity before matching.
-        smoothing: One Euro smoothing of the keypoints (off: the raw keypoints come back).
-        min_cutoff: One Euro cutoff at zero speed, Hz.
+        smoothing: smooth the keypoints (off: the raw keypoints come back).
+        smoother: ``centred`` (:class:`PoseSmoother`: body centre by a constant-velocity Kalman
+            filter, offsets by One Euro) or ``one_euro`` (One Euro on each keypoint's position).
+        min_cutoff: One Euro cutoff at zero speed, Hz (of the offsets with ``centred``).
         beta: One Euro speed coefficient: per (body heights / s) with ``speed_unit: body`` (the
-            speed is the keypoints' px/s over the person's body height,
-            :func:`posestream.models.skeleton.body_height`), per (px / s) with ``px``. 15 body⁻¹
-            is the former 0.05 px⁻¹ for a 300-px person.
+            speed is px/s over the person's body height,
+            :func:`posestream.models.skeleton.body_height`), per (px / s) with ``px``.
         speed_unit: ``body`` (scale-free: a small far pedestrian and a large near person are
             smoothed alike) or ``px``.
         d_cutoff: One Euro cutoff of the speed estimate, Hz.
+        centre_noise: ``centred``: the centre's measurement noise, body heights.
+        centre_accel: ``centred``: the centre's random acceleration, body heights / s² per √Hz
+            (higher follows changes of speed faster, smooths less).
+        manoeuvre_gate: ``centred``: an innovation beyond this many sigmas is a change of motion
+            and releases the velocity (0: never).
+        min_keypoint_score: keypoints with a score at or below this are not "seen": they take no
+            part in association, velocity, body height or the smoothing's centre (the decoder
+            fills missing keypoints with weak guesses). The renderer's default threshold.
+        high_score: person score that splits the two OKS stages (ByteTrack): confident
+            detections are matched first, then the weak ones to the tracks left (0: one stage).
+        confirm_score: a new person at least this confident is confirmed (gets an id) on its first
+            frame; weaker ones need ``min_hits`` (above 1: every birth needs them).
+        oks_area: the OKS scale of a track: ``height`` (0.3 × its body height², steady when few
+            keypoints are seen) or ``box`` (the box of its keypoints seen, COCO's choice).
+        min_shared: a track and a detection sharing fewer seen keypoints than this are not
+            compared by OKS (a one- or two-keypoint OKS is noise); the centre stage may match them.
+        reid_speed: the centre stage's gate grows by this many body heights per second a track has
+            been lost, so a person hidden for a while (< ``max_age_s``) is re-identified where its
+            prediction says; 0: only tracks seen at the previous update take part in that stage.
+        duplicate_oks: a detection whose OKS (COCO's sigmas, on the keypoints seen) with a more
+            confident one of the same frame is at least this is a duplicate of that person (the
+            grouping sometimes splits one body into two overlapping poses): it starts no track
+            and is reported ``TENTATIVE`` (1: never), unless it matches a confirmed track that
+            nothing else took (two people crossing). Two people side by side score ~0.
         rescue_distance: a second association stage for what the OKS stage left: an unmatched
             track and an unmatched detection whose centres are within this many body heights (1)
             (and whose heights agree within a factor 1.5) are matched, closest first. It catches
@@ -185,11 +323,22 @@ class TrackerConfig:
     sigma_scale: float = 2.0
     predict: bool = True
     smoothing: bool = True
-    min_cutoff: float = 1.0
-    beta: float = 15.0
-    d_cutoff: float = 1.0
+    smoother: str = "centred"
+    min_cutoff: float = 0.3
+    beta: float = 1.0
+    d_cutoff: float = 0.3
     speed_unit: str = "body"
+    centre_noise: float = 0.02
+    centre_accel: float = 0.5
+    manoeuvre_gate: float = 4.0
     rescue_distance: float = 1.0
+    min_keypoint_score: float = 0.1
+    high_score: float = 0.3
+    confirm_score: float = 0.3
+    oks_area: str = "height"
+    min_shared: int = 3
+    reid_speed: float = 1.0
+    duplicate_oks: float = 0.5
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.min_oks <= 1.0:
@@ -208,6 +357,22 @@ class TrackerConfig:
             raise ValueError(f"rescue_distance must be a number of body heights in [0, 10], got {self.rescue_distance}")
         if self.speed_unit not in ("body", "px"):
             raise ValueError(f"speed_unit must be body or px, got {self.speed_unit!r}")
+        if self.smoother not in ("centred", "one_euro"):
+            raise ValueError(f"smoother must be centred or one_euro, got {self.smoother!r}")
+        if self.oks_area not in ("height", "box"):
+            raise ValueError(f"oks_area must be height or box, got {self.oks_area!r}")
+        if self.centre_noise <= 0 or self.centre_accel <= 0 or self.manoeuvre_gate < 0:
+            raise ValueError(f"centre_noise and centre_accel must be > 0 and manoeuvre_gate >= 0, got "
+                             f"{self.centre_noise}, {self.centre_accel}, {self.manoeuvre_gate}")
+        for name in ("min_keypoint_score", "high_score", "duplicate_oks"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
+        if self.confirm_score < 0:
+            raise ValueError(f"confirm_score must be >= 0, got {self.confirm_score}")
+        if int(self.min_shared) != self.min_shared or self.min_shared < 1:
+            raise ValueError(f"min_shared must be an integer >= 1, got {self.min_shared}")
+        if self.reid_speed < 0:
+            raise ValueError(f"reid_speed must be >= 0 body heights / s, got {self.reid_speed}")
 
     @classmethod
     def from_dict(cls, d: dict | None) -> "TrackerConfig":
@@ -223,9 +388,13 @@ class _Track:
     t: float
     filter: Callable
     hits: int = 1
-    id: int = -1                      # -1 while tentative
+    id: int = TENTATIVE
     velocity: np.ndarray = field(default_factory=lambda: np.zeros(2))  # body velocity, px/s
-    height: float = 0.0               # smoothed body height (px): the unit of the smoothing's speed
+    height: float = 0.0               # smoothed body height (px): the scale of OKS and smoothing
+    min_score: float = 0.0            # keypoints at or below are not seen
+
+    def seen(self) -> np.ndarray:
+        return self.obs[:, 2] > self.min_score
 
     def predicted(self, t: float, use_velocity: bool) -> np.ndarray:
         if not use_velocity:
@@ -236,25 +405,28 @@ class _Track:
 
     def observe(self, kps: np.ndarray, t: float) -> None:
         dt = t - self.t
-        both = (kps[:, 2] > 0) & (self.obs[:, 2] > 0)
+        both = (kps[:, 2] > self.min_score) & self.seen()
         if dt > 0 and both.any():
-            self.velocity = (kps[both, :2] - self.obs[both, :2]).mean(axis=0) / dt
+            v = (kps[both, :2] - self.obs[both, :2]).mean(axis=0) / dt
+            # the first velocity as measured; then half old, half new: one bad match does not fling the prediction
+            self.velocity = v if self.hits == 1 else 0.5 * (self.velocity + v)
         self.obs, self.t = kps, t
         self.hits += 1
 
 
 class Tracker:
-    """Multi-person tracker: OKS + Hungarian association, time-based aging, One Euro smoothing.
+    """Multi-person tracker: staged OKS + Hungarian association, time-based aging, smoothing.
 
     Args:
         config: settings (:class:`TrackerConfig`; default values when None).
         sigmas: (K,) OKS sigmas of the skeleton (``Skeleton.sigmas``).
         distance: ``distance(track_poses (Nt, K, 3), detections (Nd, K, 3)) -> (Nt, Nd)`` in [0, 1];
-            default ``1 - OKS`` with ``sigmas``.
+            default ``1 - OKS`` with ``sigmas`` on the keypoints seen, scaled by the tracks' body
+            heights (``oks_area``), ``min_shared`` keypoints in common.
         make_filter: ``make_filter() -> f`` with ``f(values (K, 2), t_seconds, valid (K, 1)) -> (K, 2)``,
-            one per track; default a :class:`OneEuroFilter` with the config's parameters. With
-            ``speed_unit: body`` the default filter is also given ``scale=`` (the person's body
-            height); an injected filter is called with the three arguments only.
+            one per track, applied to the keypoints' positions; default the config's smoother
+            (:class:`PoseSmoother` or, with ``smoother: one_euro``, a :class:`OneEuroFilter`, given
+            ``scale=`` the person's body height with ``speed_unit: body``).
     """
 
     def __init__(self, config: TrackerConfig | None = None, sigmas=None, distance: Callable | None = None,
@@ -262,52 +434,142 @@ class Tracker:
         self.config = config or TrackerConfig()
         self.sigmas = np.asarray(get_skeleton("coco17").sigmas if sigmas is None else sigmas, np.float64)
         c = self.config
-        self.distance = distance or partial(oks_distance, sigmas=self.sigmas * c.sigma_scale)
-        self.make_filter = make_filter or partial(OneEuroFilter, c.min_cutoff, c.beta, c.d_cutoff)
+        self._custom_distance = distance
+        self.distance = distance or self._oks_distance
+        self._custom_filter = make_filter is not None
+        if make_filter is not None:
+            self.make_filter = make_filter
+        elif c.smoother == "centred":
+            self.make_filter = partial(PoseSmoother, c.min_cutoff, c.beta, c.d_cutoff, c.centre_noise,
+                                       c.centre_accel, c.manoeuvre_gate, c.min_keypoint_score)
+        else:
+            self.make_filter = partial(OneEuroFilter, c.min_cutoff, c.beta, c.d_cutoff)
         self.skeleton = skeleton or {17: get_skeleton("coco17"), 16: get_skeleton("mpii16")}.get(len(self.sigmas))
         # the speed in body heights needs a skeleton to measure bodies with (else px, as configured or not)
-        self._scaled = make_filter is None and c.speed_unit == "body" and self.skeleton is not None
+        self._scaled = not self._custom_filter and c.speed_unit == "body" and self.skeleton is not None
         self._next_id = 0
         self._t0_ns: int | None = None
+        self._t_prev: float | None = None
         self._tracks: list[_Track] = []
+        self._pred_heights = np.zeros(0)
 
     def reset(self) -> None:
         """Drop every track (new stream epoch). The id counter continues: old ids are never reused."""
         self._tracks = []
+        self._t_prev = None
 
     @property
     def tracks(self) -> list[_Track]:
         """Live tracks (tentative ones included); read-only use."""
         return list(self._tracks)
 
-    def _rescue(self, kps: np.ndarray, det_track: list, t: float) -> None:
-        """Second stage: leftover tracks and detections matched by centre distance in body heights."""
+    def _seen(self, kps: np.ndarray) -> np.ndarray:
+        """Keypoints with score <= min_keypoint_score get score 0 (a copy)."""
+        out = kps.copy()
+        out[..., 2] = np.where(kps[..., 2] > self.config.min_keypoint_score, kps[..., 2], 0.0)
+        return out
+
+    def _heights(self, kps: np.ndarray) -> np.ndarray:
+        if self.skeleton is None or not len(kps):
+            return np.zeros(len(kps))
+        return body_height(self._seen(kps), self.skeleton).astype(np.float64)
+
+    def _oks_distance(self, pred: np.ndarray, kps: np.ndarray) -> np.ndarray:
+        """1 - OKS on the keypoints seen; the tracks' body heights as the scale (``oks_area``)."""
+        c = self.config
+        a, b = self._seen(pred), self._seen(kps)
+        areas = None
+        if c.oks_area == "height" and len(self._pred_heights) == len(a):
+            h = self._pred_heights
+            if (h > 0).all():
+                areas = _AREA_PER_HEIGHT2 * h * h
+        sim = oks_matrix(a, b, self.sigmas * c.sigma_scale, areas)
+        shared = ((a[:, None, :, 2] > 0) & (b[None, :, :, 2] > 0)).sum(-1)
+        return np.where(shared >= c.min_shared, 1.0 - sim, 1.0)
+
+    def _match(self, kps: np.ndarray, dets: list[int], det_track: list, t: float) -> None:
+        """OKS + Hungarian between the detections ``dets`` and the tracks not matched yet."""
         taken = {id(tr) for tr in det_track if tr is not None}
-        tracks = [tr for tr in self._tracks if id(tr) not in taken and tr.t < t]
-        dets = [i for i, tr in enumerate(det_track) if tr is None]
+        tracks = [tr for tr in self._tracks if id(tr) not in taken]
         if not tracks or not dets:
             return
-        sk = self.skeleton
-        th = body_height(np.stack([tr.obs for tr in tracks]), sk) if sk is not None else None
-        dh = body_height(kps[dets], sk) if sk is not None else None
+        if any(tr.id < 0 for tr in tracks) and any(tr.id >= 0 for tr in tracks):
+            # confirmed tracks first, then tentative ones for what is left (ByteTrack's order)
+            confirmed = [tr for tr in tracks if tr.id >= 0]
+            self._match_tracks(kps, dets, det_track, t, confirmed)
+            dets = [i for i in dets if det_track[i] is None]
+            tracks = [tr for tr in tracks if tr.id < 0]
+        self._match_tracks(kps, dets, det_track, t, tracks)
+
+    def _match_tracks(self, kps, dets, det_track, t, tracks) -> None:
+        if not tracks or not dets:
+            return
+        cfg = self.config
+        pred = np.stack([tr.predicted(t, cfg.predict) for tr in tracks])
+        self._pred_heights = np.array([tr.height for tr in tracks])
+        dist = np.asarray(self.distance(pred, kps[dets]), dtype=np.float64)
+        feasible = dist <= 1.0 - cfg.min_oks
+        # between near-equal matches the track with the longer history wins (a fragment of a
+        # person that got a track of its own never takes the person's track from it)
+        seniority = _SENIORITY * (1.0 - np.minimum([tr.hits for tr in tracks], 30) / 30.0)[:, None]
+        rows, cols = linear_sum_assignment(np.where(feasible, dist + seniority, _INFEASIBLE))
+        for r, c_ in zip(rows, cols):
+            if feasible[r, c_]:
+                det_track[dets[c_]] = tracks[r]
+                tracks[r].observe(kps[dets[c_]], t)
+
+    def _duplicates(self, kps: np.ndarray, scores: np.ndarray) -> np.ndarray:
+        """(N,) bool: detections that are a second pose of a more confident detection's person."""
+        n = len(kps)
+        dup = np.zeros(n, bool)
+        if n < 2 or self.config.duplicate_oks >= 1.0:
+            return dup
+        seen = self._seen(kps)
+        h = self._heights(kps)
+        areas = np.where(h > 0, _AREA_PER_HEIGHT2 * h * h, 0.0)
+        sim = oks_matrix(seen, seen, self.sigmas * self.config.sigma_scale, areas)
+        sim = np.minimum(sim, sim.T)  # symmetric: each pose's own scale must agree
+        for j in np.argsort(-scores, kind="stable"):
+            if dup[j]:
+                continue
+            stronger = (scores > scores[j]) | ((scores == scores[j]) & (np.arange(n) < j))
+            if np.any(stronger & ~dup & (sim[:, j] >= self.config.duplicate_oks)):
+                dup[j] = True
+        return dup
+
+    def _rescue(self, kps: np.ndarray, det_track: list, t: float, dup=None) -> None:
+        """Last stage: leftover tracks and detections matched by centre distance in body heights,
+        the gate widened by ``reid_speed`` for the time a track has been lost."""
+        cfg = self.config
+        taken = {id(tr) for tr in det_track if tr is not None}
+        recent = self._t_prev if self._t_prev is not None else -np.inf
+        tracks = [tr for tr in self._tracks if id(tr) not in taken and tr.t < t
+                  and (cfg.reid_speed > 0 or tr.t >= recent)]
+        dets = [i for i, tr in enumerate(det_track) if tr is None and (dup is None or not dup[i])]
+        if not tracks or not dets:
+            return
+        th = np.array([tr.height for tr in tracks]) if not self._custom_filter else np.zeros(len(tracks))
+        th = np.where(th > 0, th, self._heights(np.stack([tr.obs for tr in tracks])))
+        dh = self._heights(kps[dets])
 
         def centre(p):
-            f = p[:, 2] > 0
+            f = p[:, 2] > cfg.min_keypoint_score
             return p[f, :2].mean(0) if f.any() else None
 
         pairs = []
         for a, tr in enumerate(tracks):
-            ct = centre(tr.predicted(t, self.config.predict))
+            ct = centre(tr.predicted(t, cfg.predict))
+            lost = max(0.0, recent - tr.t) if np.isfinite(recent) else 0.0
+            gate = cfg.rescue_distance + cfg.reid_speed * lost
             for b, i in enumerate(dets):
                 cd = centre(kps[i])
                 if ct is None or cd is None:
                     continue
-                h_t = th[a] if th is not None else 0.0
-                h_d = dh[b] if dh is not None else 0.0
+                h_t, h_d = th[a], dh[b]
                 if not (h_t > 0 and h_d > 0) or max(h_t, h_d) > 1.5 * min(h_t, h_d):
                     continue
                 d = float(np.hypot(*(ct - cd))) / max(h_t, h_d)
-                if d <= self.config.rescue_distance:
+                if d <= gate:
                     pairs.append((d, a, b))
         used_t, used_d = set(), set()
         for d, a, b in sorted(pairs):
@@ -323,11 +585,11 @@ class Tracker:
 
         Args:
             keypoints: (N, K, 3) x, y, score in pixels (score 0: keypoint not found).
-            scores: (N,) person scores (kept for the API; association uses the keypoints).
+            scores: (N,) person scores: they split the association stages and decide births.
             t_ns: capture timestamp in ns.
 
         Returns:
-            track_ids (N,) int64 in detection order (-1 for tentative tracks) and
+            track_ids (N,) int64 in detection order (``TENTATIVE`` for tentative tracks) and
             smoothed keypoints (N, K, 3) float32 (scores unchanged).
         """
         kps = np.asarray(keypoints, dtype=np.float64)
@@ -336,47 +598,57 @@ class Tracker:
             raise ValueError(f"keypoints must be (N, {k}, 3), got {kps.shape}")
         if np.shape(scores) != (kps.shape[0],):
             raise ValueError(f"scores must be ({kps.shape[0]},), got {np.shape(scores)}")
+        scores = np.asarray(scores, np.float64)
         if self._t0_ns is None:
             self._t0_ns = int(t_ns)
         t = (int(t_ns) - self._t0_ns) * 1e-9  # relative seconds keep float64 precise
         cfg = self.config
 
         self._tracks = [tr for tr in self._tracks if t - tr.t <= cfg.max_age_s]
-        n, nt = kps.shape[0], len(self._tracks)
+        n = kps.shape[0]
         det_track: list[_Track | None] = [None] * n
-        if n and nt:
-            pred = np.stack([tr.predicted(t, cfg.predict) for tr in self._tracks])
-            dist = np.asarray(self.distance(pred, kps), dtype=np.float64)
-            feasible = dist <= 1.0 - cfg.min_oks
-            rows, cols = linear_sum_assignment(np.where(feasible, dist, _INFEASIBLE))
-            for r, c_ in zip(rows, cols):
-                if feasible[r, c_]:
-                    det_track[c_] = self._tracks[r]
-                    self._tracks[r].observe(kps[c_], t)
-
-        if cfg.rescue_distance > 0 and n and nt:
-            self._rescue(kps, det_track, t)
+        dup = self._duplicates(kps, scores)
+        if n and self._tracks:
+            strong = [i for i in range(n) if scores[i] >= cfg.high_score and not dup[i]]
+            self._match(kps, strong, det_track, t)
+            self._match(kps, [i for i in range(n) if scores[i] < cfg.high_score and not dup[i]], det_track, t)
+            if cfg.rescue_distance > 0:
+                self._rescue(kps, det_track, t, dup)
+            # a "duplicate" may be a second person in the same place (a crossing): it keeps a
+            # confirmed track that nothing else took and whose pose it matches
+            taken = {id(tr) for tr in det_track if tr is not None}
+            left = [tr for tr in self._tracks if tr.id >= 0 and id(tr) not in taken]
+            self._match_tracks(kps, [i for i in range(n) if dup[i] and det_track[i] is None], det_track, t, left)
         matched = {id(tr) for tr in det_track if tr is not None}
         # a tentative track that misses an update dies: a flicker never becomes a person
         self._tracks = [tr for tr in self._tracks if tr.id >= 0 or id(tr) in matched]
         for i in range(n):
-            if det_track[i] is None:
-                tr = _Track(obs=kps[i].copy(), t=t, filter=self.make_filter())
+            if det_track[i] is None and not dup[i]:
+                tr = _Track(obs=kps[i].copy(), t=t, filter=self.make_filter(), min_score=cfg.min_keypoint_score)
+                if scores[i] >= cfg.confirm_score:
+                    tr.hits = max(tr.hits, cfg.min_hits)   # confident: a person from its first frame
                 self._tracks.append(tr)
                 det_track[i] = tr
+        self._t_prev = t
 
-        ids = np.full(n, -1, np.int64)
+        ids = np.full(n, TENTATIVE, np.int64)
         out = kps.copy()
-        heights = body_height(kps, self.skeleton) if (self._scaled and cfg.smoothing and n) else None
+        heights = self._heights(kps) if (self.skeleton is not None and n) else np.zeros(n)
         for i, tr in enumerate(det_track):
+            if tr is None:      # a duplicate: reported raw and TENTATIVE
+                continue
+            if heights[i] > 0:  # a smoothed scale: one frame's limb estimate is noisy
+                tr.height = heights[i] if tr.height <= 0 else 0.8 * tr.height + 0.2 * heights[i]
             if tr.id < 0 and tr.hits >= cfg.min_hits:
                 tr.id = self._next_id
                 self._next_id += 1
             ids[i] = tr.id
             if cfg.smoothing:
-                if heights is not None:
-                    if heights[i] > 0:  # a smoothed scale: one frame's limb estimate is noisy
-                        tr.height = heights[i] if tr.height <= 0 else 0.8 * tr.height + 0.2 * heights[i]
+                if self._custom_filter:
+                    out[i, :, :2] = tr.filter(kps[i, :, :2], t, kps[i, :, 2:3] > 0)
+                elif cfg.smoother == "centred":
+                    out[i, :, :2] = tr.filter(kps[i], t, tr.height if self._scaled else 0.0)
+                elif self._scaled:
                     out[i, :, :2] = tr.filter(kps[i, :, :2], t, kps[i, :, 2:3] > 0, scale=tr.height or None)
                 else:
                     out[i, :, :2] = tr.filter(kps[i, :, :2], t, kps[i, :, 2:3] > 0)

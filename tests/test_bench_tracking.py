@@ -31,7 +31,42 @@ def test_bench_reports_every_clip():
                         "--json"], cwd=REPO, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]
     res = json.loads(r.stdout)
-    assert set(res) == {"still", "small", "fast"}
+    assert set(res) == {"still", "small", "walk", "fast", "turn"}
     for row in res.values():
         assert row["frames"] == 8 and row["people"] == 1
         assert {"ids", "id_switches", "unconfirmed_frames", "jitter_raw_pct", "jitter_smoothed_pct", "lag_pct"} <= set(row)
+
+
+def test_pedestrian_track_follows_one_man_over_his_crossing():
+    from posestream.stream.benches.tracking import PEDESTRIAN, pedestrian_clip, pedestrian_track
+
+    track = pedestrian_track()
+    assert len(track) == PEDESTRIAN["end"] - PEDESTRIAN["start"] + 1 == 117
+    step = np.hypot(*np.diff(track[:, :2], axis=0).T)
+    assert step.max() < 0.15 * np.median(track[:, 2]), step.max()   # a walk: no jump to another person
+    assert track[:, 0].max() - track[:, 0].min() > 300                # and a crossing (> 300 px)
+    frames, h, centres = pedestrian_clip()
+    assert len(frames) == 117 and frames[0].shape == (320, 320, 3) and 80 < h < 130
+    assert all(0 <= c[0] <= 320 and 0 <= c[1] <= 320 for c in centres)
+
+
+def test_one_id_per_person_on_the_real_clips():
+    """Issue #14: the shipped model + tracker on the single-person clips (real pixels): the
+    person keeps one id from their first frame (no switch, no frame without an id). The turn
+    clip (a flat cut-out turning) still loses its id once to a fragment pose: reported by the
+    bench, bounded here."""
+    from posestream.stream.benches import tracking as T
+
+    data = T.clips(60, 300)
+    data.pop("vtest")
+    for name, (frames, fps, h, people, centres, moving) in data.items():
+        row = T.evaluate(T.detect(frames), fps, h, people, centres, moving)
+        assert row["unconfirmed_frames"] == 0, (name, row)
+        if name == "turn":
+            assert row["id_switches"] <= 1, (name, row)
+        else:
+            assert row["id_switches"] == 0 and row["ids"] == 1, (name, row)
+        if name in ("still", "small", "walk"):
+            assert row["jitter_ratio"] <= 0.3, (name, row)
+        if name == "walk":
+            assert abs(row["lag_pct"]) <= 2.0, (name, row)   # behind (or ahead) by < 2 % of the height

@@ -223,6 +223,10 @@ def test_draw_people_skips_low_scores_and_labels_tracks():
     labeled = np.zeros((H, W, 3), np.uint8)
     draw_people(labeled, one_limb_person(track_id=7), COCO_17, thickness=3)
     assert labeled[:44].any() and not unlabeled[:44].any()  # id label above the person
+    # a tentative track (-2: weak and unconfirmed, or a duplicate pose) is not drawn at all
+    tentative = np.zeros((H, W, 3), np.uint8)
+    draw_people(tentative, one_limb_person(track_id=-2), COCO_17, thickness=3)
+    assert not tentative.any() and unlabeled.any()
     with pytest.raises(ValueError, match="skeleton"):
         draw_people(img, make_people(k=16), COCO_17)
 

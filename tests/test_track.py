@@ -10,7 +10,7 @@ import pytest
 
 from posestream.models.skeleton import COCO_17, MPII_16
 from posestream.stream.messages import Frame, People
-from posestream.stream.track import OneEuroFilter, Tracker, TrackerConfig, TrackStage, oks_matrix
+from posestream.stream.track import TENTATIVE, OneEuroFilter, PoseSmoother, Tracker, TrackerConfig, TrackStage, oks_matrix
 
 FPS = 30
 DT_NS = 1_000_000_000 // FPS
@@ -33,9 +33,9 @@ def pose(cx: float, cy: float, score: float = 0.9) -> np.ndarray:
     return p
 
 
-def people(*poses: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def people(*poses: np.ndarray, score: float = 0.9) -> tuple[np.ndarray, np.ndarray]:
     kps = np.stack(poses).astype(np.float32) if poses else np.zeros((0, 17, 3), np.float32)
-    return kps, np.full(len(poses), 0.9, np.float32)
+    return kps, np.full(len(poses), score, np.float32)
 
 
 # ---------------------------------------------------------------------------------------------- OKS
@@ -100,9 +100,10 @@ def test_one_euro_rate_comes_from_timestamps():
         np.testing.assert_allclose(f(np.ones(2), 100.0 + dt), 1.0 / (1.0 + tau / dt), rtol=1e-9)
 
 
-def _jitter(min_cutoff=1.0, beta=15.0, d_cutoff=1.0):
+def _jitter(min_cutoff=1.0, beta=15.0, d_cutoff=1.0, smoother="one_euro"):
     rng = np.random.default_rng(0)
-    tracker = Tracker(TrackerConfig(min_hits=1, min_cutoff=min_cutoff, beta=beta, d_cutoff=d_cutoff), SIGMAS)
+    tracker = Tracker(TrackerConfig(min_hits=1, min_cutoff=min_cutoff, beta=beta, d_cutoff=d_cutoff,
+                                    smoother=smoother), SIGMAS)
     truth = pose(400, 300)
     raw, smooth = [], []
     for i in range(3 * FPS):  # 3 s
@@ -126,11 +127,15 @@ def test_jitter_drops():
     factor = _jitter()
     assert factor >= 10.0, factor
     assert _jitter(min_cutoff=10.0) < 10.0  # the bound can fail
+    # the shipped smoother (centre by a constant-velocity Kalman filter, offsets by One Euro at
+    # 0.3 Hz): measured ~300x on the same noise
+    assert _jitter(0.3, 1.0, 0.3, "centred") >= 100.0
 
 
-def _lag(dts_s, beta=15.0):
+def _lag(dts_s, beta=15.0, smoother="one_euro", min_cutoff=1.0, d_cutoff=1.0):
     """Max lag (px, along the motion) of a pose moving at 300 px/s, after 1 s of settling."""
-    tracker = Tracker(TrackerConfig(min_hits=1, beta=beta), SIGMAS)
+    tracker = Tracker(TrackerConfig(min_hits=1, beta=beta, smoother=smoother, min_cutoff=min_cutoff,
+                                    d_cutoff=d_cutoff), SIGMAS)
     t, lags, outs = 0.0, [], []
     for i in range(90):
         truth = pose(100 + 300.0 * t, 300)
@@ -156,6 +161,11 @@ def test_lag_stays_bounded():
     lag, lead = _lag([0.033, 0.100])
     assert lag < 5.0 and lead > -0.5, (lag, lead)
     assert _lag([1 / 30], beta=2.1)[0] > 5.0
+    # the shipped centred smoother: the centre's constant-velocity filter has no lag at constant
+    # speed, even with the offsets' strong smoothing (0.3 Hz), regular or irregular timestamps
+    for dts in ([1 / 30], [0.033, 0.100]):
+        lag, lead = _lag(dts, 1.0, "centred", 0.3, 0.3)
+        assert abs(lag) < 0.5 and lead > -0.5, (dts, lag, lead)
 
 
 # --------------------------------------------------------------------------------------- tracking
@@ -201,8 +211,8 @@ def _crossing(occlude_a: range = range(0)):
 def test_ids_survive_a_crossing():
     seen = _ids_by_person(_crossing(), TrackerConfig())
     for name in "AB":
-        assert seen[name][:2] == [-1, -1]            # tentative until min_hits = 3
-        assert set(seen[name][2:]) == {seen[name][2]}, seen[name]  # one id all the way through
+        assert seen[name][0] >= 0                    # confident (score 0.9): an id from the first frame
+        assert set(seen[name]) == {seen[name][0]}, seen[name]  # one id all the way through
     assert seen["A"][2] != seen["B"][2]
     # without the constant-velocity prediction the same scene swaps ids at the crossing (each
     # track's last pose is nearer the other person's detection), so the test above can fail
@@ -277,16 +287,40 @@ def test_death_by_age_is_measured_in_time_not_frames():
 
 
 def test_birth_needs_confirmation_and_flickers_get_no_id():
-    tracker = Tracker(TrackerConfig(min_hits=3), SIGMAS)
+    tracker = Tracker(TrackerConfig(min_hits=3, confirm_score=0.3), SIGMAS)
     a, ghost = pose(200, 300), pose(700, 300)
-    assert tracker.update(*people(a, ghost), 0)[0].tolist() == [-1, -1]
-    assert tracker.update(*people(a), DT_NS)[0].tolist() == [-1]  # the ghost misses once: dies
-    assert tracker.update(*people(a), 2 * DT_NS)[0].tolist() == [0]  # third hit: confirmed
+    t = -1
+    assert tracker.update(*people(a, ghost, score=0.2), 0)[0].tolist() == [TENTATIVE, TENTATIVE]
+    assert tracker.update(*people(a, score=0.2), DT_NS)[0].tolist() == [TENTATIVE]  # the ghost misses once: dies
+    assert tracker.update(*people(a, score=0.2), 2 * DT_NS)[0].tolist() == [0]  # third hit: confirmed
     assert len(tracker.tracks) == 1
     # the ghost took no id: the next person to be confirmed is 1
     b = pose(700, 300)
-    ids = [tracker.update(*people(a, b), (3 + i) * DT_NS)[0].tolist() for i in range(3)]
-    assert ids == [[0, -1], [0, -1], [0, 1]]
+    kps, _ = people(a, b)
+    ids = [tracker.update(kps, np.array([0.9, 0.2], np.float32), (3 + i) * DT_NS)[0].tolist() for i in range(3)]
+    assert ids == [[0, TENTATIVE], [0, TENTATIVE], [0, 1]]
+    # a confident newcomer is a person on its first frame (no -1 / TENTATIVE for a person the user sees)
+    c = pose(1200, 300)
+    kps, _ = people(a, b, c)
+    assert tracker.update(kps, np.array([0.9, 0.2, 0.5], np.float32), 6 * DT_NS)[0].tolist() == [0, 1, 2]
+    del t
+
+
+def test_a_duplicate_pose_of_one_person_takes_no_track():
+    """The grouping sometimes returns one body twice (two overlapping poses): the weaker is a
+    duplicate, reported TENTATIVE (not drawn), and starts no track; a second person close by is not."""
+    rng = np.random.default_rng(5)
+    tracker = Tracker(TrackerConfig(), SIGMAS)
+    for i in range(10):
+        a = pose(400, 300)
+        twin = a.copy()
+        twin[:, :2] += rng.normal(0.0, 4.0, (17, 2))   # the same body, 4 px apart (OKS ~0.9)
+        neighbour = pose(520, 300)                      # a person 120 px to the side (OKS ~0)
+        kps, _ = people(a, twin, neighbour)
+        ids, _ = tracker.update(kps, np.array([0.8, 0.5, 0.6], np.float32), 10**9 + i * DT_NS)
+        assert ids.tolist() == [0, TENTATIVE, 1], (i, ids)
+    assert len(tracker.tracks) == 2
+    assert Tracker(TrackerConfig(duplicate_oks=1.0), SIGMAS).update(kps, np.array([0.8, 0.5, 0.6]), 0)[0].tolist() == [0, 1, 2]
 
 
 def test_reset_starts_a_new_stream():
@@ -484,7 +518,8 @@ def _relative_lag(size: float, unit: str) -> float:
     """Max lag along the motion, in body heights, of a pose ``size`` × the standard one (300 px)
     walking one body height per second, after 1 s of settling (30 fps, ±1 % of height noise)."""
     beta = 15.0 if unit == "body" else 0.05
-    tracker = Tracker(TrackerConfig(min_hits=1, beta=beta, speed_unit=unit), SIGMAS)
+    tracker = Tracker(TrackerConfig(min_hits=1, beta=beta, speed_unit=unit, smoother="one_euro", min_cutoff=1.0,
+                                    d_cutoff=1.0), SIGMAS)
     rng = np.random.default_rng(3)
     lags = []
     for i in range(90):
@@ -519,11 +554,12 @@ def test_a_fast_person_is_confirmed_and_keeps_one_id():
     for i in range(30):
         seq.append((10**9 + i * DT_NS, {"fast": pose(100.0 + 90.0 * (i % 12), 300.0), "still": pose(1500.0, 320.0)}))
     seen = _ids_by_person(seq, TrackerConfig())
-    assert seen["fast"][2] >= 0, seen["fast"]
+    assert seen["fast"][0] >= 0, seen["fast"]
     # one id until the person jumps back to the start (every 12th frame: a teleport, a new person)
-    first = seen["fast"][2:12]
+    first = seen["fast"][0:12]
     assert set(first) == {first[0]}, seen["fast"]
-    assert len(set(seen["still"][2:])) == 1 and seen["still"][2] not in first
-    assert set(_ids_by_person(seq, TrackerConfig(rescue_distance=0.0))["fast"]) == {-1}
+    assert len(set(seen["still"])) == 1 and seen["still"][0] not in first
+    # without it: a new person every frame
+    assert len(set(_ids_by_person(seq, TrackerConfig(rescue_distance=0.0))["fast"][:12])) == 12
     with pytest.raises(ValueError, match="rescue_distance"):
         TrackerConfig(rescue_distance=-1)
