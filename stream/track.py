@@ -334,7 +334,7 @@ class TrackerConfig:
     rescue_distance: float = 1.0
     min_keypoint_score: float = 0.1
     high_score: float = 0.3
-    confirm_score: float = 0.3
+    confirm_score: float = 0.45
     oks_area: str = "height"
     min_shared: int = 3
     reid_speed: float = 1.0

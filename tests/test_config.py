@@ -124,7 +124,7 @@ def test_post_init_error_is_attributed_to_its_field(tmp_path):
     with pytest.raises(ConfigError) as e:
         TrackerConfig.from_dict({"min_cutoff": -1.0})
     assert e.value.path == ("min_cutoff",)
-    assert locate(e.value, {}, "f.yaml") == "f.yaml: min_cutoff: min_cutoff and d_cutoff must be > 0 Hz, got -1.0, 1.0"
+    assert locate(e.value, {}, "f.yaml") == "f.yaml: min_cutoff: min_cutoff and d_cutoff must be > 0 Hz, got -1.0, 0.3"
     with pytest.raises(ConfigError) as e:
         DecoderConfig.from_dict({"paf_samples": 1})
     assert e.value.path == ("paf_samples",) and e.value.detail == "must be >= 2, got 1"
