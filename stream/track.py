@@ -269,7 +269,9 @@ class TrackerConfig:
     Attributes:
         min_oks: a detection matches a track only if distance <= 1 - min_oks (with the default
             OKS distance: OKS >= min_oks).
-        max_age_s: a confirmed track unmatched for longer than this (capture seconds) dies.
+        max_age_s: a confirmed track unmatched for longer than this (capture seconds) dies. 2 s:
+            a pedestrian hidden in a group for a second or two keeps their id (``reid_speed``
+            widens the search while they are away).
         min_hits: matches (the first detection included) before a track is confirmed and gets an id.
         sigma_scale: the OKS sigmas are multiplied by this for association. COCO's sigmas measure
             how well annotators agree on a still image; between frames a small person's keypoints
@@ -310,6 +312,8 @@ class TrackerConfig:
             grouping sometimes splits one body into two overlapping poses): it starts no track
             and is reported ``TENTATIVE`` (1: never), unless it matches a confirmed track that
             nothing else took (two people crossing). Two people side by side score ~0.
+        birth_score: a detection weaker than this never starts a track; it may only continue one
+            (ByteTrack's rule: the faint ghosts of signs and reflections get no id).
         rescue_distance: a second association stage for what the OKS stage left: an unmatched
             track and an unmatched detection whose centres are within this many body heights (1)
             (and whose heights agree within a factor 1.5) are matched, closest first. It catches
@@ -318,7 +322,7 @@ class TrackerConfig:
     """
 
     min_oks: float = 0.3
-    max_age_s: float = 1.0
+    max_age_s: float = 2.0
     min_hits: int = 3
     sigma_scale: float = 2.0
     predict: bool = True
@@ -339,6 +343,7 @@ class TrackerConfig:
     min_shared: int = 3
     reid_speed: float = 1.0
     duplicate_oks: float = 0.5
+    birth_score: float = 0.1
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.min_oks <= 1.0:
@@ -364,7 +369,7 @@ class TrackerConfig:
         if self.centre_noise <= 0 or self.centre_accel <= 0 or self.manoeuvre_gate < 0:
             raise ValueError(f"centre_noise and centre_accel must be > 0 and manoeuvre_gate >= 0, got "
                              f"{self.centre_noise}, {self.centre_accel}, {self.manoeuvre_gate}")
-        for name in ("min_keypoint_score", "high_score", "duplicate_oks"):
+        for name in ("min_keypoint_score", "high_score", "duplicate_oks", "birth_score"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
         if self.confirm_score < 0:
@@ -624,6 +629,8 @@ class Tracker:
         self._tracks = [tr for tr in self._tracks if tr.id >= 0 or id(tr) in matched]
         for i in range(n):
             if det_track[i] is None and not dup[i]:
+                if scores[i] < cfg.birth_score:
+                    continue    # too weak to be a new person: it may only continue a track (ByteTrack)
                 tr = _Track(obs=kps[i].copy(), t=t, filter=self.make_filter(), min_score=cfg.min_keypoint_score)
                 if scores[i] >= cfg.confirm_score:
                     tr.hits = max(tr.hits, cfg.min_hits)   # confident: a person from its first frame
@@ -635,7 +642,7 @@ class Tracker:
         out = kps.copy()
         heights = self._heights(kps) if (self.skeleton is not None and n) else np.zeros(n)
         for i, tr in enumerate(det_track):
-            if tr is None:      # a duplicate: reported raw and TENTATIVE
+            if tr is None:      # a duplicate or too weak for a birth: reported raw and TENTATIVE
                 continue
             if heights[i] > 0:  # a smoothed scale: one frame's limb estimate is noisy
                 tr.height = heights[i] if tr.height <= 0 else 0.8 * tr.height + 0.2 * heights[i]

@@ -46,8 +46,9 @@ def test_pedestrian_track_follows_one_man_over_his_crossing():
     assert step.max() < 0.15 * np.median(track[:, 2]), step.max()   # a walk: no jump to another person
     assert track[:, 0].max() - track[:, 0].min() > 300                # and a crossing (> 300 px)
     frames, h, centres = pedestrian_clip()
-    assert len(frames) == 117 and frames[0].shape == (320, 320, 3) and 80 < h < 130
-    assert all(0 <= c[0] <= 320 and 0 <= c[1] <= 320 for c in centres)
+    assert len(frames) == 117 and frames[0].shape == (320, 528, 3) and 80 < h < 130
+    # the whole man stays inside the (fixed) window
+    assert all(0.4 * h <= c[0] <= 528 - 0.4 * h and 0.5 * h <= c[1] <= 320 - 0.5 * h for c in centres)
 
 
 def test_one_id_per_person_on_the_real_clips():

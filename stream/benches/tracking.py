@@ -13,8 +13,8 @@ out by its segmentation polygon and pasted over ``vtest.avi``'s moving pedestria
   horizontally by |cos θ| (at most to 0.4 of its width: a body seen from the side) and
   mirroring it past 90° (a flat figure turning: left and right swap sides as in a real turn; the
   depth cues of a real body are missing).
-* ``pedestrian``: ``vtest.avi`` itself cropped (320 × 320, 10 fps) around one pedestrian over his
-  crossing (frames 168–284: he walks from the lamp post down to the right and back up to the
+* ``pedestrian``: ``vtest.avi`` itself cropped (528 × 320, 10 fps) to one pedestrian's crossing
+  (frames 168–284: he walks from the lamp post down to the right and back up to the
   left, passing two others); his place per frame comes from the pseudo-labelled frames
   (``shared/data/pseudo``, every 4th vtest frame), linked by nearest box and interpolated.
 * ``vtest``: the first 300 frames of ``vtest.avi`` (10 fps): the ids used for a scene whose people
@@ -27,7 +27,8 @@ id switches (that person's id leaving them for another after their first id), fr
 of body height per frame²) of the raw detections and of the smoothed output, and the lag on the
 moving clips: the smoothed keypoints' mean offset behind the raw ones along the direction of
 motion, % of body height (the raw detections' noise averages out of a signed mean; the lag does
-not).
+not); and the lag of every keypoint that moves faster than 0.5 body heights / s (a swinging arm,
+a turning body) along its own motion (``keypoint_lag_pct``).
 
 The network runs once per clip; the tracker then runs on the cached detections, so
 ``--ablate`` compares tracker settings (association and smoothing choices, issue #14) on the
@@ -48,8 +49,9 @@ WALK_SPEED = 0.8    # body heights per second
 SIDE_WIDTH = 0.4    # a body seen from the side is about 0.4 times as wide as from the front
 VISIBLE = 0.1       # keypoints drawn (the renderer's default min_score) are the ones measured
 # distinct people in vtest.avi's first 300 frames, counted by hand on a contact sheet (README)
-VTEST_PEOPLE = 13
-PEDESTRIAN = {"start": 168, "end": 284, "box": (310.0, 173.0), "size": 320}
+VTEST_PEOPLE = 11
+# his crossing: frames, his box centre in the first (pseudo-label px, 512 wide), the crop window (x0, y0, x1, y1)
+PEDESTRIAN = {"start": 168, "end": 284, "box": (310.0, 173.0), "window": (208, 136, 736, 456)}
 
 # tracker settings compared by --ablate: name -> TrackerConfig overrides (the shipped settings first)
 ABLATIONS = {
@@ -60,6 +62,8 @@ ABLATIONS = {
     "box-area OKS, any shared keypoint": {"oks_area": "box", "min_shared": 1},
     "every keypoint seen (no score floor)": {"min_keypoint_score": 0.0},
     "no duplicate check": {"duplicate_oks": 1.0},
+    "any score starts a track": {"birth_score": 0.0},
+    "tracks die after 1 s (was)": {"max_age_s": 1.0},
     "no re-id of lost tracks": {"reid_speed": 0.0},
     "no centre-distance stage": {"rescue_distance": 0.0},
     "no prediction": {"predict": False},
@@ -193,15 +197,13 @@ def pedestrian_track(start: int = PEDESTRIAN["start"], end: int = PEDESTRIAN["en
 
 
 def pedestrian_clip():
-    """-> (frames: 320 × 320 crops of vtest.avi following the pedestrian, his height in px, centres)."""
+    """-> (frames: vtest.avi cropped to the window of the pedestrian's crossing, his height in px,
+    his centre per frame in the crop). The window is fixed (a camera's view), so his motion in it
+    is his own: a window that followed him would add its own steps to his trajectory."""
     track = pedestrian_track()
-    size = PEDESTRIAN["size"]
-    frames, centres = [], []
-    for img, (cx, cy, _h) in zip(_background(len(track), PEDESTRIAN["start"]), track):
-        x0 = int(np.clip(round(cx - size / 2), 0, img.shape[1] - size))
-        y0 = int(np.clip(round(cy - size / 2), 0, img.shape[0] - size))
-        frames.append(np.ascontiguousarray(img[y0:y0 + size, x0:x0 + size]))
-        centres.append((cx - x0, cy - y0))
+    x0, y0, x1, y1 = PEDESTRIAN["window"]
+    frames = [np.ascontiguousarray(img[y0:y1, x0:x1]) for img in _background(len(track), PEDESTRIAN["start"])]
+    centres = [(cx - x0, cy - y0) for cx, cy, _h in track]
     return frames, float(np.median(track[:, 2])), centres
 
 
@@ -271,6 +273,26 @@ def _lag(raw: list, smooth: list, centres, height: float) -> float | None:
     return float(np.mean(vals) / height * 100) if vals else None
 
 
+def _keypoint_lag(raw: list, smooth: list, fps: float, height: float, min_speed: float = 0.5) -> float | None:
+    """Lag of the keypoints that move (limbs as well as the body), % of body height: for each
+    keypoint moving faster than ``min_speed`` body heights / s (its raw motion over the two frames
+    on either side, which do not share the frame's own noise), the smoothed output's offset
+    behind the raw detection along that motion."""
+    vals = []
+    for i in range(2, len(raw) - 2):
+        a, r, b, s = raw[i - 2], raw[i], raw[i + 2], smooth[i]
+        if a is None or r is None or b is None or s is None:
+            continue
+        ok = (a[:, 2] > VISIBLE) & (r[:, 2] > VISIBLE) & (b[:, 2] > VISIBLE) & (s[:, 2] > VISIBLE)
+        v = (b[:, :2] - a[:, :2]) / 4.0
+        speed = np.hypot(v[:, 0], v[:, 1])
+        ok &= speed * fps > min_speed * height
+        if ok.any():
+            u = v[ok] / speed[ok, None]
+            vals.extend(-((s[ok, :2] - r[ok, :2]) * u).sum(1))
+    return float(np.mean(vals) / height * 100) if vals else None
+
+
 def evaluate(dets, fps: float, height: float | None, people: int | None, centres=None, moving: bool = False,
              config: dict | None = None) -> dict:
     """Run a Tracker with ``config`` (TrackerConfig overrides) over cached detections -> one row."""
@@ -300,6 +322,7 @@ def evaluate(dets, fps: float, height: float | None, people: int | None, centres
         row["jitter_smoothed_pct"] = _jitter(sm_seq, height)
         row["jitter_ratio"] = row["jitter_smoothed_pct"] / row["jitter_raw_pct"] if row["jitter_raw_pct"] else None
         row["lag_pct"] = _lag(raw_seq, sm_seq, centres, height) if moving else None
+        row["keypoint_lag_pct"] = _keypoint_lag(raw_seq, sm_seq, fps, height)
     return row
 
 
@@ -319,7 +342,7 @@ def clips(n: int, vtest_frames: int):
 
 
 COLS = ("frames", "people", "ids", "id_switches", "unconfirmed_frames", "jitter_raw_pct", "jitter_smoothed_pct",
-        "jitter_ratio", "lag_pct")
+        "jitter_ratio", "lag_pct", "keypoint_lag_pct")
 
 
 def _table(res: dict) -> str:
