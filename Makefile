@@ -60,6 +60,7 @@ bench: $(STAMP)
 	$(BIN)/posestream bench loader
 	$(BIN)/posestream bench pipeline
 	$(BIN)/posestream bench refine
+	$(BIN)/posestream bench tracking --ablate
 
 clean:
 	rm -rf $(VENV) out build *.egg-info data
