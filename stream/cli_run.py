@@ -29,7 +29,8 @@ import json
 import sys
 
 FLAGS = {("sink", "serve"): "--serve", ("sink", "publish"): "--publish", ("sink", "stream"): "--stream",
-         ("infer", "model"): "--model", ("infer", "backend"): "--backend", ("infer", "device"): "--device",
+         ("infer", "model"): "--model", ("infer", "backend"): "--backend", ("infer", "precision"): "--precision",
+         ("infer", "device"): "--device",
          ("infer", "input_size"): "--input-size", ("infer", "fp16"): "--fp16", ("sink", "record"): "--record",
          ("sink", "jsonl"): "--jsonl", ("sink", "show"): "--show", ("policy",): "--policy",
          ("summary",): "--summary", ("stop_timeout",): "--stop-timeout", ("refine", "enabled"): "--refine"}
@@ -47,7 +48,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default=None,
                    help="checkpoint (.pt), ONNX file or registered model name (random weights, for tests); "
                         "default: the shipped trained model, models/weights/movenet_paf.pt")
-    p.add_argument("--backend", choices=("auto", "onnxruntime", "torch"), default=None)
+    p.add_argument("--backend", choices=("auto", "onnxruntime", "openvino", "torch"), default=None,
+                   help="inference runtime; auto (default): on a CPU the fastest of ONNX Runtime and OpenVINO on "
+                        "this host, measured at first use and cached; on CUDA, ONNX Runtime's CUDA provider")
+    p.add_argument("--precision", choices=("auto", "fp32", "bf16"), default=None,
+                   help="auto (default): fp32 unless a reduced precision's AP was measured within 0.005 of fp32 "
+                        "(posestream bench backends --ap); bf16: OpenVINO on CPUs with bf16 arithmetic")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default=None)
     p.add_argument("--fp16", action="store_true", help="half precision (PyTorch on CUDA)")
     p.add_argument("--input-size", type=int, default=None, metavar="PX",
@@ -147,7 +153,8 @@ def build_config(args: argparse.Namespace, origin: dict | None = None, locs=None
     cfg = PipelineConfig.from_dict(cfg_dict)
     cfg.sources = list(args.source)
     infer = dict(cfg.infer)
-    for key, val in (("model", args.model), ("backend", args.backend), ("device", args.device),
+    for key, val in (("model", args.model), ("backend", args.backend), ("precision", args.precision),
+                     ("device", args.device),
                      ("input_size", args.input_size), ("slow_ms", args.infer_delay_ms)):
         if val is not None:
             infer[key] = val

@@ -48,12 +48,17 @@ class InferConfig:
 
     model: ``default`` (the shipped, trained ``models/weights/movenet_paf.pt``), a posestream
         checkpoint (.pt), an ONNX export (.onnx) or a registered model name (random weights: tests).
-    backend: auto (ONNX Runtime when available), onnxruntime or torch.
+    backend: auto (on a CPU: the fastest of ONNX Runtime and OpenVINO on this host, measured once
+        and cached, see ``stream/backends.py``; on CUDA: ONNX Runtime's CUDA provider),
+        onnxruntime, openvino or torch.
+    precision: auto (fp32, or a reduced precision whose AP was measured within 0.005 of fp32),
+        fp32 or bf16 (OpenVINO on CPUs with bf16 arithmetic).
     device: auto, cpu or cuda.
     """
 
     model: str = "default"
     backend: str = "auto"
+    precision: str = "auto"
     device: str = "auto"
     fp16: bool = False
     input_size: int | None = None
@@ -63,8 +68,12 @@ class InferConfig:
     slow_ms: float = 0.0  # artificial extra latency per frame (tests of the live policy)
 
     def __post_init__(self) -> None:
-        if self.backend not in ("auto", "onnxruntime", "torch"):
-            raise ValueError(f"backend must be auto, onnxruntime or torch, got {self.backend!r}")
+        if self.backend not in ("auto", "onnxruntime", "openvino", "torch"):
+            raise ValueError(f"backend must be auto, onnxruntime, openvino or torch, got {self.backend!r}")
+        if self.precision not in ("auto", "fp32", "bf16"):
+            raise ValueError(f"precision must be auto, fp32 or bf16, got {self.precision!r}")
+        if self.precision == "bf16" and self.backend in ("onnxruntime", "torch"):
+            raise ValueError(f"precision bf16 runs on OpenVINO (backend openvino or auto), not {self.backend}")
         if self.device not in ("auto", "cpu", "cuda"):
             raise ValueError(f"device must be auto, cpu or cuda, got {self.device!r}")
         if self.input_size is not None and (isinstance(self.input_size, bool) or not isinstance(self.input_size, int)
@@ -189,10 +198,8 @@ def load_network(cfg: InferConfig, kind: str = "bottomup"):
     meta = _check_meta(meta, path if not random_init else spec)
     check_kind(meta, spec if random_init or spec == DEFAULT_MODEL else path, kind)
     backend = cfg.backend
-    if backend == "auto":
-        backend = "onnxruntime"
-    if backend not in ("onnxruntime", "torch"):
-        raise ValueError(f"unknown backend {backend!r}: use auto, onnxruntime or torch")
+    if backend not in ("auto", "onnxruntime", "openvino", "torch"):
+        raise ValueError(f"unknown backend {backend!r}: use auto, onnxruntime, openvino or torch")
     desc = f"{meta['arch']}{' (RANDOMLY INITIALISED: no trained weights)' if random_init else ''}"
     if backend == "torch":
         if model is None:
@@ -210,24 +217,74 @@ def load_network(cfg: InferConfig, kind: str = "bottomup"):
     import onnxruntime as ort
 
     if model is not None:  # export once, cache by content
-        from posestream.models.export import EXPORT_REVISION
-
-        h = hashlib.sha1(repr((EXPORT_REVISION, sorted(meta.items()))).encode())
-        for v in model.state_dict().values():
-            h.update(v.detach().cpu().numpy().tobytes())
-        onnx_path = _cache_dir(cfg) / f"{meta['arch']}-{h.hexdigest()[:16]}.onnx"
+        onnx_path = _export_path(cfg, model, meta)
         if not onnx_path.is_file():
             export_onnx(model, onnx_path, meta=meta)
         path = onnx_path
-    providers = ["CPUExecutionProvider"]
-    if cfg.device in ("auto", "cuda") and "CUDAExecutionProvider" in ort.get_available_providers():
+    cuda = (backend in ("auto", "onnxruntime") and cfg.device in ("auto", "cuda")
+            and "CUDAExecutionProvider" in ort.get_available_providers())
+    if cuda:
         providers = ["CUDAExecutionProvider", "CPUExecutionProvider"]
-    sess = onnx_session(path, providers=providers, threads=cfg.threads)
+        sess = onnx_session(path, providers=providers, threads=cfg.threads)
 
-    def run(x: np.ndarray):
-        return tuple(sess.run(None, {"image": x}))
+        def run(x: np.ndarray):
+            return tuple(sess.run(None, {"image": x}))
 
-    return run, meta, f"{desc}, ONNX Runtime ({providers[0]})"
+        return run, meta, f"{desc}, ONNX Runtime ({providers[0]})"
+    return _cpu_network(cfg, backend, path, meta, desc)
+
+
+def _cpu_network(cfg: InferConfig, backend: str, onnx_path: Path, meta: dict, desc: str):
+    """The CPU backend: forced by --backend / --precision, or the fastest eligible one measured here."""
+    from . import backends as B
+
+    precision = "fp32" if cfg.precision == "auto" and backend != "auto" else cfg.precision
+    if backend == "onnxruntime" or (backend == "openvino" and precision != "auto"):
+        name = B.candidate_name(backend, precision)
+        how = "forced"
+    elif backend == "auto" and precision == "bf16":
+        name, how = "openvino-bf16", "forced"
+    else:  # measure (once per host, model and size)
+        size = int(cfg.input_size or meta["input_size"])
+        cands = [n for n in B.available() if backend == "auto" or n.startswith(backend)]
+        if precision == "fp32":
+            cands = [n for n in cands if n.endswith("-fp32")]
+        rec = B.calibrate_isolated(onnx_path, size, cfg.threads, _cache_dir(cfg), cands)
+        name = B.choose({"results": {n: r for n, r in rec["results"].items() if n in cands}})
+        how = B.summary({**rec, "chosen": name})
+        LOG.info("backend: %s", how)
+    try:
+        run = B.make_runner(name, onnx_path, cfg.threads, _cache_dir(cfg))
+    except ValueError as e:
+        raise ValueError(f"--backend {backend} --precision {cfg.precision}: {e}") from None
+    label = {"onnxruntime": "ONNX Runtime (CPUExecutionProvider)", "openvino": "OpenVINO CPU"}[name.split("-")[0]]
+    return run, meta, f"{desc}, {label} {name.split('-')[1]} [{how}]"
+
+
+def _export_path(cfg: InferConfig, model, meta: dict) -> Path:
+    from posestream.models.export import EXPORT_REVISION
+
+    h = hashlib.sha1(repr((EXPORT_REVISION, sorted(meta.items()))).encode())
+    for v in model.state_dict().values():
+        h.update(v.detach().cpu().numpy().tobytes())
+    return _cache_dir(cfg) / f"{meta['arch']}-{h.hexdigest()[:16]}.onnx"
+
+
+def onnx_export_path(cfg: InferConfig, meta: dict) -> Path:
+    """Where :func:`load_network` keeps the ONNX export of ``cfg.model`` (a checkpoint or name)."""
+    from posestream.models.checkpoint import load_checkpoint
+    from posestream.models.registry import build_model, list_models
+    from posestream.models.shipped import DEFAULT_MODEL, shipped_checkpoint
+
+    spec = cfg.model
+    if spec in list_models() and not Path(spec).exists():
+        import torch
+
+        torch.manual_seed(0)
+        model = build_model(spec).eval()
+        return _export_path(cfg, model, model.meta())
+    model, meta = load_checkpoint(shipped_checkpoint() if spec == DEFAULT_MODEL else Path(spec))
+    return _export_path(cfg, model, meta)
 
 
 def network_device(description: str) -> str:

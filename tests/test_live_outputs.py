@@ -87,6 +87,15 @@ def test_browser_websocket_subscriber_and_metrics_on_a_playing_clip(tmp_path):
                     hud = "JSON.stringify({shown: +document.getElementById('hud-shown').textContent," \
                           " video: (() => { const c = document.getElementById('video-0'); if (!c) return null;" \
                           " const r = c.getBoundingClientRect(); return [r.left, r.right, r.top, r.bottom]; })()})"
+                    async def read_hud():
+                        # the page may still be loading (the hud element not there yet): ask again
+                        for _ in range(50):
+                            v = await browser.js(hud)
+                            if v is not None:
+                                return json.loads(v)
+                            await asyncio.sleep(0.1)
+                        raise AssertionError("the page never showed its hud")
+
                     t_end = time.monotonic() + 6
                     h1 = None
                     while time.monotonic() < t_end:
@@ -99,9 +108,9 @@ def test_browser_websocket_subscriber_and_metrics_on_a_playing_clip(tmp_path):
                             if "type" not in d:
                                 records.append(d)
                         if h1 is None and len(records) > 20:
-                            h1 = json.loads(await browser.js(hud))
+                            h1 = await read_hud()
                             shot = await browser.screenshot()
-                    h2 = json.loads(await browser.js(hud))
+                    h2 = await read_hud()
                     metrics = await (await c.get(url.split("?")[0].rstrip("/") + "/metrics")).text()
                     return h1, h2, shot, metrics
 

@@ -1,0 +1,334 @@
+"""CPU inference backends, and the choice between them by measurement on this host (issue #15).
+
+Candidates (each runs the same ONNX export):
+
+* ``onnxruntime-fp32``: ONNX Runtime's CPU provider.
+* ``openvino-fp32``: OpenVINO's CPU plugin with ``INFERENCE_PRECISION_HINT = f32``.
+* ``openvino-bf16``: the same in bfloat16; offered only on CPUs that have bf16 arithmetic
+  (``avx512_bf16`` or ``amx_bf16`` in the CPU flags), where it is OpenVINO's own default.
+
+``--backend auto`` on a CPU host: the first time a model runs at an input size on this host, a short
+calibration (a few seconds) times every candidate on the same input, in rounds of short blocks (so
+a noisy neighbour slows all alike), and compares its outputs with ONNX Runtime's. An fp32
+candidate is eligible when its outputs agree within ``FP32_TOLERANCE`` (1e-3 on maps whose peaks
+are ~1 and whose decoder thresholds are 0.05-0.1: different kernels reassociate sums and differ by
+~1e-5; a wrong graph differs by ~1e-1). A reduced-precision candidate (bf16) is never chosen on
+its outputs alone: only when ``posestream bench backends --ap`` has measured its held-out AP
+(coco-mini val2017) within ``MAX_AP_LOSS`` (0.005) of fp32 on this host and recorded it. The
+fastest eligible candidate wins; the measurement and the choice are cached per host (CPU model,
+flags, threads, library versions) and model (the ONNX file's hash) in
+``<cache>/backends/<key>.json`` and printed at start. ``--backend`` / ``--precision`` force one.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+LOG = logging.getLogger(__name__)
+
+__all__ = ["CANDIDATES", "FP32_TOLERANCE", "MAX_AP_LOSS", "cpu_flags", "cpu_name", "available", "make_runner",
+           "calibrate", "choose", "record_ap", "candidate_name"]
+
+CANDIDATES = ("onnxruntime-fp32", "openvino-fp32", "openvino-bf16")
+FP32_TOLERANCE = 1e-3
+MAX_AP_LOSS = 0.005
+# the flags that decide what a candidate can do (and so belong in the host's cache key)
+_KEY_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_bf16", "amx_int8", "avx_vnni")
+
+
+def cpu_flags() -> set[str]:
+    """The CPU's feature flags (Linux ``/proc/cpuinfo``; empty elsewhere)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    import platform
+
+    return platform.processor() or platform.machine()
+
+
+def key_flags(flags: set[str] | None = None) -> list[str]:
+    """The flags among those that matter here that this CPU has (for printing beside numbers)."""
+    flags = cpu_flags() if flags is None else flags
+    return [f for f in _KEY_FLAGS if f in flags]
+
+
+def _has_openvino() -> bool:
+    try:
+        import openvino  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def available(flags: set[str] | None = None) -> list[str]:
+    """The candidates this host can run."""
+    flags = cpu_flags() if flags is None else flags
+    out = ["onnxruntime-fp32"]
+    if _has_openvino():
+        out.append("openvino-fp32")
+        if "avx512_bf16" in flags or "amx_bf16" in flags:
+            out.append("openvino-bf16")
+    return out
+
+
+def candidate_name(backend: str, precision: str) -> str:
+    return f"{backend}-{precision}"
+
+
+def make_runner(name: str, onnx_path: str | os.PathLike, threads: int | None = None,
+                cache_dir: str | os.PathLike | None = None) -> Callable:
+    """``run(x (B, 3, H, W) float32) -> tuple of outputs`` for candidate ``name``.
+
+    ValueError (one line) for a candidate this host cannot run."""
+    backend, _, precision = name.partition("-")
+    if name not in CANDIDATES:
+        raise ValueError(f"unknown backend/precision {name!r}; known: {', '.join(CANDIDATES)}")
+    if name not in available():
+        why = ("OpenVINO is not installed (pip install openvino)" if not _has_openvino()
+               else "this CPU has no bf16 arithmetic (no avx512_bf16 / amx_bf16 flag)")
+        raise ValueError(f"{name} cannot run here: {why}")
+    if backend == "onnxruntime":
+        from posestream.models.export import onnx_session
+
+        sess = onnx_session(onnx_path, threads=threads)
+
+        def run(x: np.ndarray):
+            return tuple(sess.run(None, {"image": x}))
+
+        return run
+    core = _core()
+    config = {"INFERENCE_PRECISION_HINT": "f32" if precision == "fp32" else "bf16", "PERFORMANCE_HINT": "LATENCY"}
+    if cache_dir is not None:  # compiled blobs: the second start skips the compilation
+        Path(cache_dir, "openvino").mkdir(parents=True, exist_ok=True)
+        config["CACHE_DIR"] = str(Path(cache_dir, "openvino"))
+    if threads:
+        config["INFERENCE_NUM_THREADS"] = int(threads)
+    requests: dict[tuple, object] = {}
+
+    def run(x: np.ndarray):
+        req = requests.get(x.shape)
+        if req is None:  # one static-shape compilation per input shape (a letterbox has one)
+            model = core.read_model(str(onnx_path))
+            model.reshape({model.inputs[0].get_any_name(): list(x.shape)})
+            req = requests[x.shape] = core.compile_model(model, "CPU", config).create_infer_request()
+        req.infer({0: np.ascontiguousarray(x, np.float32)})
+        return tuple(np.array(req.get_output_tensor(i).data) for i in range(len(req.model_outputs)))
+
+    return run
+
+
+_CORE = None
+
+
+def _core():
+    """One OpenVINO Core per process (each Core has its own thread pools)."""
+    global _CORE
+    if _CORE is None:
+        import openvino as ov
+
+        _CORE = ov.Core()
+    return _CORE
+
+
+def _file_hash(path: Path) -> str:
+    h = hashlib.sha1()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()[:16]
+
+
+def _versions() -> dict:
+    import onnxruntime
+
+    out = {"onnxruntime": onnxruntime.__version__}
+    if _has_openvino():
+        import openvino
+
+        out["openvino"] = openvino.__version__
+    return out
+
+
+def cache_path(onnx_path, size: int, threads: int | None, cache_dir) -> Path:
+    host = {"cpu": cpu_name(), "flags": key_flags(), "threads": threads or os.cpu_count(), **_versions()}
+    key = hashlib.sha1(json.dumps([host, _file_hash(Path(onnx_path)), int(size)], sort_keys=True).encode()).hexdigest()[:16]
+    return Path(cache_dir) / "backends" / f"{key}.json"
+
+
+def _time_candidates(runners: dict[str, Callable], x: np.ndarray, rounds: int, block: int = 4) -> dict[str, float]:
+    """Median ms per candidate, timed in rounds of blocks: in each round every candidate runs one
+    untimed call then ``block`` timed ones, so that noise hits all alike while no candidate is
+    timed just after another's calls (ONNX Runtime's worker threads spin for a while after a
+    run and would slow the next runtime down)."""
+    times = {n: [] for n in runners}
+    for _ in range(rounds):
+        for n, run in runners.items():
+            run(x)
+            for _ in range(block):
+                t0 = time.perf_counter()
+                run(x)
+                times[n].append((time.perf_counter() - t0) * 1e3)
+    return {n: float(np.median(v)) for n, v in times.items()}
+
+
+def calibrate(onnx_path, size: int, threads: int | None = None, cache_dir=None, rounds: int = 4,
+              candidates: list[str] | None = None, force: bool = False) -> dict:
+    """Time every candidate at ``size`` and compare its outputs with ONNX Runtime fp32's; cached.
+
+    Returns the record: ``{"host", "model", "size", "results": {name: {"ms", "max_abs_diff"}},
+    "chosen", "cached": bool, "path"}``."""
+    path = cache_path(onnx_path, size, threads, cache_dir) if cache_dir is not None else None
+    if path is not None and path.is_file() and not force:
+        try:
+            rec = json.loads(path.read_text())
+            names = set(candidates or available())
+            if names <= set(rec.get("results", {})):
+                rec["cached"], rec["path"] = True, str(path)
+                rec["chosen"] = choose(rec)
+                return rec
+        except (OSError, ValueError):
+            pass  # unreadable: measure again
+    names = list(candidates or available())
+    if "onnxruntime-fp32" not in names:
+        names.insert(0, "onnxruntime-fp32")  # the reference
+    runners = {n: make_runner(n, onnx_path, threads, cache_dir) for n in names}
+    x = np.random.default_rng(0).standard_normal((1, 3, size, size)).astype(np.float32)
+    outs = {n: run(x) for n, run in runners.items()}  # warm-up (compiles) and the outputs compared
+    for run in runners.values():
+        run(x)
+    ms = _time_candidates(runners, x, rounds)
+    ref = outs["onnxruntime-fp32"]
+    results = {}
+    for n in names:
+        diff = max(float(np.abs(a - b).max()) for a, b in zip(outs[n], ref))
+        results[n] = {"ms": round(ms[n], 3), "max_abs_diff": diff}
+    old = {}
+    if path is not None and path.is_file():
+        try:
+            old = json.loads(path.read_text()).get("results", {})
+        except (OSError, ValueError):
+            old = {}
+    for n, r in results.items():  # keep AP records measured before
+        for k in ("ap", "ap_fp32"):
+            if k in old.get(n, {}):
+                r[k] = old[n][k]
+    rec = {"host": {"cpu": cpu_name(), "flags": key_flags(), "threads": threads or os.cpu_count(), **_versions()},
+           "model": str(onnx_path), "size": int(size), "results": results}
+    rec["chosen"] = choose(rec)
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(rec, indent=1))
+        tmp.replace(path)
+    rec["cached"], rec["path"] = False, None if path is None else str(path)
+    return rec
+
+
+def calibrate_isolated(onnx_path, size: int, threads: int | None, cache_dir, candidates: list[str]) -> dict:
+    """:func:`calibrate` in a child process (the cached record is read here when there is one).
+
+    The measurement loads every candidate runtime; doing it in a child keeps the runtimes that
+    are not chosen out of the caller's process (OpenVINO's thread pools in a process that later
+    forks DataLoader workers and subprocesses crashed a test run), and a candidate that crashes
+    cannot take the caller down. If the child fails, ONNX Runtime fp32 is used and the reason
+    logged."""
+    import subprocess
+    import sys
+
+    path = cache_path(onnx_path, size, threads, cache_dir)
+    if path.is_file():
+        try:
+            rec = json.loads(path.read_text())
+            if set(candidates) <= set(rec.get("results", {})):
+                rec["cached"], rec["path"] = True, str(path)
+                return rec
+        except (OSError, ValueError):
+            pass
+    args = json.dumps({"onnx": str(onnx_path), "size": int(size), "threads": threads, "cache_dir": str(cache_dir),
+                       "candidates": list(candidates)})
+    try:
+        r = subprocess.run([sys.executable, "-m", "posestream.stream.backends", args], capture_output=True,
+                           text=True, timeout=300)
+        ok = r.returncode == 0 and path.is_file()
+        why = f"exit status {r.returncode}: {(r.stderr.strip().splitlines() or [''])[-1][:200]}"
+    except (OSError, subprocess.TimeoutExpired) as e:
+        ok, why = False, str(e)
+    if not ok:
+        LOG.warning("backend calibration failed (%s): using onnxruntime-fp32", why)
+        return {"size": int(size), "results": {"onnxruntime-fp32": {"ms": 0.0, "max_abs_diff": 0.0}},
+                "chosen": "onnxruntime-fp32", "cached": False, "path": None, "error": why}
+    rec = json.loads(path.read_text())
+    rec["cached"], rec["path"] = False, str(path)
+    return rec
+
+
+def eligible(name: str, r: dict) -> tuple[bool, str]:
+    """(may ``--backend auto`` choose it, why not)."""
+    if name.endswith("-fp32"):
+        if r["max_abs_diff"] <= FP32_TOLERANCE:
+            return True, ""
+        return False, f"outputs differ by {r['max_abs_diff']:.2g} > {FP32_TOLERANCE:g}"
+    if "ap" in r and "ap_fp32" in r:
+        loss = r["ap_fp32"] - r["ap"]
+        if loss <= MAX_AP_LOSS:
+            return True, ""
+        return False, f"costs {loss:.3f} AP (> {MAX_AP_LOSS})"
+    return False, "reduced precision, AP not measured (posestream bench backends --ap)"
+
+
+def choose(rec: dict) -> str:
+    """The fastest eligible candidate of a calibration record."""
+    ok = [(r["ms"], n) for n, r in rec["results"].items() if eligible(n, r)[0]]
+    return min(ok)[1] if ok else "onnxruntime-fp32"
+
+
+def summary(rec: dict) -> str:
+    """One line: what was chosen and why (printed at start)."""
+    parts = []
+    for n, r in sorted(rec["results"].items(), key=lambda kv: kv[1]["ms"]):
+        ok, why = eligible(n, r)
+        parts.append(f"{n} {r['ms']:.1f} ms" + ("" if ok else f" (not used: {why})"))
+    how = "cached" if rec.get("cached") else "measured now"
+    return f"{rec['chosen']} at {rec['size']} px, fastest eligible ({how}: {'; '.join(parts)})"
+
+
+def record_ap(onnx_path, size: int, threads: int | None, cache_dir, aps: dict[str, float]) -> Path:
+    """Store held-out AP per candidate (and fp32's as the reference) in the host's record."""
+    path = cache_path(onnx_path, size, threads, cache_dir)
+    rec = json.loads(path.read_text())
+    ref = aps.get("onnxruntime-fp32")
+    for n, ap in aps.items():
+        if n in rec["results"]:
+            rec["results"][n]["ap"] = float(ap)
+            if ref is not None:
+                rec["results"][n]["ap_fp32"] = float(ref)
+    rec["chosen"] = choose(rec)
+    path.write_text(json.dumps(rec, indent=1))
+    return path
+
+
+if __name__ == "__main__":  # the child of calibrate_isolated
+    import sys
+
+    a = json.loads(sys.argv[1])
+    calibrate(a["onnx"], a["size"], a["threads"], a["cache_dir"], candidates=a["candidates"])
