@@ -234,3 +234,8 @@ def test_bench_pipeline_reports_both_variants_and_hops():
     assert res["single_process"]["frames"] == res["multi_process"]["frames"] == 15
     assert set(res["hops"]) == {"640x480", "1080p", "4K"}
     assert all(h["hop_ms"] > 0 and h["memcpy_ms"] > 0 for h in res["hops"].values())
+    # the end-to-end figures of #15 (recording on; forward pass alone; start-up warm and cold)
+    for key in ("fps", "forward_only_fps", "efficiency", "startup_warm_s", "startup_cold_s", "backend", "precision"):
+        assert key in res, key
+    assert abs(res["efficiency"] - res["fps"] / res["forward_only_fps"]) < 1e-9
+    assert res["startup_warm_s"] > 0 and res["startup_cold_s"] > 0 and res["precision"] in ("fp32", "bf16")

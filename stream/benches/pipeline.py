@@ -14,8 +14,16 @@ one ZeroMQ hop against a plain memory copy of the same frame — side by side, i
    bytes in one process — and, for comparison, the plain ZeroMQ multipart hop (image bytes
    inline, ``copy=False``; what ``tcp://`` links still do).
 
+3. The end-to-end figures of issue #15, in the same run: ``fps`` of the pipeline with recording on
+   (MP4 + JSONL written, so every frame is rendered and encoded), ``forward_only_fps`` (the chosen
+   backend's forward pass alone, on the same cores, on the same letterboxed frame size),
+   ``efficiency`` = fps / forward_only_fps, the backend and precision chosen, and the start-up
+   time from ``posestream run`` to the first output frame (the first JSONL line) with warm
+   caches and cold (an empty posestream cache, so the ONNX export and backend calibration run,
+   and an empty Numba cache, so the decoder compiles), in separate processes.
+
   posestream bench pipeline
-  posestream bench pipeline --json
+  posestream bench pipeline --model default --json
 """
 from __future__ import annotations
 
@@ -37,6 +45,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--serve", action="store_true",
                    help="also run the pipeline with the browser view (--serve) and one connected viewer "
                         "pulling every frame it can, and report its fps against the plain pipeline's")
+    p.add_argument("--no-e2e", action="store_true", help="skip part 3 (recorded fps, forward-only fps, start-up)")
     p.add_argument("--json", action="store_true")
 
 
@@ -296,6 +305,83 @@ def multi_process(cfg, viewer: bool = False) -> dict:
     return out
 
 
+def forward_only(model: str, clip: str, n: int = 60) -> dict:
+    """The chosen backend's forward pass alone on the clip's first frame, letterboxed as the
+    pipeline does: fps = 1000 / median ms, with the backend's description."""
+    import av
+
+    from posestream.models.preprocess import letterbox
+
+    from ..infer import InferConfig, load_network
+
+    run_net, meta, desc = load_network(InferConfig(model=model))
+    with av.open(clip) as c:
+        img = next(c.decode(video=0)).to_ndarray(format="rgb24")
+    lb, _ = letterbox(img, int(meta["input_size"]), multiple=int(meta.get("input_multiple", 32)))
+    mean = np.asarray(meta["mean"], np.float32) * 255.0
+    inv = 1.0 / (np.asarray(meta["std"], np.float32) * 255.0)
+    x = np.ascontiguousarray(((lb.astype(np.float32) - mean) * inv).transpose(2, 0, 1)[None])
+    for _ in range(5):
+        run_net(x)
+    ts = []
+    for _ in range(n):
+        t0 = time.perf_counter()
+        run_net(x)
+        ts.append(time.perf_counter() - t0)
+    ms = float(np.median(ts) * 1e3)
+    return {"forward_ms": ms, "forward_only_fps": 1000.0 / ms, "description": desc, "input_hw": list(x.shape[2:])}
+
+
+def startup_s(model: str, clip: str, env: dict, timeout: float = 120.0) -> float:
+    """Seconds from starting ``posestream run`` to its first output frame (first JSONL line)."""
+    import os
+    import subprocess
+    import sys
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as d:
+        out = os.path.join(d, "o.jsonl")
+        t0 = time.perf_counter()
+        proc = subprocess.Popen([sys.executable, "-m", "posestream", "run", "--source", clip, "--model", model,
+                                 "--jsonl", out], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                env={**os.environ, **env})
+        try:
+            while time.perf_counter() - t0 < timeout:
+                if os.path.exists(out) and os.path.getsize(out) > 0:
+                    return time.perf_counter() - t0
+                if proc.poll() is not None:
+                    raise RuntimeError(f"posestream run exited {proc.returncode} before its first frame: "
+                                       f"{proc.stderr.read().decode()[-300:]}")
+                time.sleep(0.01)
+            raise RuntimeError(f"no output frame within {timeout} s")
+        finally:
+            proc.kill()
+            proc.wait()
+
+
+def end_to_end(model: str, clip: str, d: str) -> dict:
+    import os
+    import tempfile
+
+    from posestream.stream.pipeline import PipelineConfig
+
+    fwd = forward_only(model, clip)
+    cfg = PipelineConfig(sources=[clip], infer={"model": model}, status_interval=0,
+                         sink={"record": os.path.join(d, "rec.mp4"), "jsonl": os.path.join(d, "rec.jsonl")})
+    rec = multi_process(cfg)
+    desc = fwd["description"]
+    out = {"fps": rec["fps"], "forward_only_fps": fwd["forward_only_fps"], "efficiency": rec["fps"] / fwd["forward_only_fps"],
+           "forward_ms": fwd["forward_ms"], "input_hw": fwd["input_hw"], "latency_ms_p95": rec["latency_ms_p95"],
+           "backend": desc.split(", ", 1)[1].split(" [")[0] if ", " in desc else desc,
+           "precision": "bf16" if " bf16" in desc else ("fp16" if "fp16" in desc else "fp32"), "description": desc}
+    startup_s(model, clip, {})  # make the caches warm (it is the run after this one that counts)
+    out["startup_warm_s"] = startup_s(model, clip, {})
+    with tempfile.TemporaryDirectory() as cold:
+        out["startup_cold_s"] = startup_s(model, clip, {"POSESTREAM_CACHE": os.path.join(cold, "ps"),
+                                                        "NUMBA_CACHE_DIR": os.path.join(cold, "numba")})
+    return out
+
+
 def run(args: argparse.Namespace) -> int:
     import os
     import tempfile
@@ -314,6 +400,11 @@ def run(args: argparse.Namespace) -> int:
                                     sink={"serve": "127.0.0.1:0"})
             res["served"] = multi_process(served, viewer=True)
             res["served_ratio"] = res["served"]["fps"] / res["multi_process"]["fps"]
+        if not args.no_e2e:
+            from posestream.stream.backends import cpu_name, key_flags
+
+            res.update(end_to_end(args.model, clip, d))
+            res["cpu"], res["flags"] = cpu_name(), key_flags()
     res["speedup"] = res["multi_process"]["fps"] / res["single_process"]["fps"]
     res["hops"] = {name: hop_cost(hw, args.hop_frames if name != "4K" else max(20, args.hop_frames // 4))
                    for name, hw in SIZES.items()}
@@ -337,6 +428,12 @@ def run(args: argparse.Namespace) -> int:
     for name, h in res["hops"].items():
         print(f"{name:<9} {h['bytes'] / 2**20:6.1f} {h['hop_ms']:8.3f} {h['memcpy_ms']:10.3f} {h['ratio']:6.2f} "
               f"{h['zmq_hop_ms']:19.3f} {h['zmq_ratio']:6.2f}")
+    if "fps" in res:
+        print(f"end to end with recording (MP4 + JSONL), {res['description']}")
+        print(f"  fps {res['fps']:.1f}, forward only {res['forward_only_fps']:.1f} fps ({res['forward_ms']:.1f} ms at "
+              f"{res['input_hw'][0]}x{res['input_hw'][1]}): efficiency {res['efficiency']:.2f}")
+        print(f"  start-up to the first output frame: warm {res['startup_warm_s']:.2f} s, cold {res['startup_cold_s']:.2f} s"
+              f"   (CPU {res['cpu']}; {' '.join(res['flags'])})")
     if not all(h["shared_memory"] for h in res["hops"].values()):
         print("(shared memory unavailable here: the hop went inline through ZeroMQ)")
     return 0
