@@ -13,6 +13,9 @@ $(STAMP): setup.cfg pyproject.toml Makefile
 	# torch first, so that the package's torch requirement is already met by the pinned build
 	$(BIN)/pip install $(TORCH)
 	$(BIN)/pip install -e ".[test]"
+	# the decoder's compiled kernels, the shipped model's ONNX export and the backend timings,
+	# so that the first run starts fast (posestream warmup; safe to run again)
+	$(BIN)/posestream warmup
 	touch $@
 
 install: $(STAMP)

@@ -15,9 +15,6 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import torch
-
-from .registry import build_model
 
 __all__ = ["CheckpointError", "save_checkpoint", "load_checkpoint", "load_weights_into", "read_checkpoint", "FORMAT",
            "VERSION"]
@@ -50,6 +47,8 @@ def save_checkpoint(path: str | os.PathLike, model, recipe: dict | None = None, 
         payload["extra"] = extra
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
+    import torch
+
     torch.save(payload, tmp)
     os.replace(tmp, path)
     return path
@@ -60,6 +59,8 @@ def read_checkpoint(path: str | os.PathLike) -> dict:
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: checkpoint not found")
+    import torch
+
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises many types for garbage input
@@ -105,6 +106,8 @@ def load_checkpoint(path: str | os.PathLike, arch: str | None = None, **override
     if arch is not None and name != arch:
         raise CheckpointError(f"{path}: checkpoint is for model {name!r}, not {arch!r}")
     kwargs = {**meta.get("arch_kwargs", {}), **overrides}
+    from .registry import build_model
+
     try:
         model = build_model(name, **kwargs)
     except KeyError as e:

@@ -17,7 +17,6 @@ import warnings
 from pathlib import Path
 
 import numpy as np
-import torch
 
 __all__ = ["export_onnx", "read_onnx_meta", "ExportError", "parity_check", "onnx_session", "TOLERANCE"]
 
@@ -55,6 +54,8 @@ def export_onnx(model, path: str | os.PathLike, input_hw: tuple[int, int] | None
     path.parent.mkdir(parents=True, exist_ok=True)
     model = model.eval()
     h, w = input_hw or (model.input_size, model.input_size)
+    import torch
+
     x = torch.randn(1, 3, h, w)
     names = output_names(model)
     axes = {"image": {0: "batch", 2: "height", 3: "width"}}
@@ -185,6 +186,8 @@ def onnx_session(path: str | os.PathLike, providers: list[str] | None = None, th
 
 def parity_check(model, path: str | os.PathLike, input_hw: tuple[int, int], batch: int = 2, seed: int = 0) -> dict:
     """Max abs difference between PyTorch and ONNX Runtime (CPU) on a random input."""
+    import torch
+
     g = torch.Generator().manual_seed(seed)
     x = torch.randn(batch, 3, *input_hw, generator=g)
     with torch.no_grad():

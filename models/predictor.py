@@ -9,7 +9,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-import torch
 
 from .fields import DecoderConfig, Poses, decode, decode_single
 from .preprocess import Letterbox, letterbox
@@ -18,8 +17,10 @@ from .skeleton import get_skeleton
 __all__ = ["Predictor", "Prediction", "flip_outputs", "normalise", "torch_runner"]
 
 
-def normalise(image_rgb: np.ndarray, mean, std) -> torch.Tensor:
+def normalise(image_rgb: np.ndarray, mean, std) -> "torch.Tensor":
     """(H, W, 3) uint8 RGB -> (1, 3, H, W) float32 ``(rgb / 255 - mean) / std``."""
+    import torch
+
     x = torch.from_numpy(np.ascontiguousarray(image_rgb)).permute(2, 0, 1).float().div_(255.0)
     m = torch.tensor(mean, dtype=torch.float32)[:, None, None]
     s = torch.tensor(std, dtype=torch.float32)[:, None, None]
@@ -33,6 +34,8 @@ def flip_outputs(heatmaps: torch.Tensor, pafs: torch.Tensor | None, skeleton, ba
     limb, negate x, and negate the whole vector where the mirrored limb runs the other way.
     Shapes: (B, C, h, w).
     """
+    import torch
+
     k = skeleton.num_keypoints
     order = list(skeleton.flip_map) + ([k] if background else [])
     hm = heatmaps.flip(-1)[:, order]
@@ -57,6 +60,8 @@ class Prediction:
 
 def torch_runner(model, device: str = "cpu", half: bool = False):
     """A PoseNet as a runner: (1, 3, H, W) float32 ndarray -> tuple of output ndarrays."""
+    import torch
+
     model = model.eval().to(device)
     if half:
         model = model.half()
@@ -110,6 +115,8 @@ class Predictor:
         heat, paf = self._act(out[0]), (out[1] if len(out) > 1 else None)
         if self.flip:
             out_f = self.run(np.ascontiguousarray(x[..., ::-1]))
+            import torch
+
             hf, pf = flip_outputs(torch.from_numpy(self._act(out_f[0])),
                                   torch.from_numpy(out_f[1]) if len(out_f) > 1 else None,
                                   self.skeleton, bool(self.meta["background"]))

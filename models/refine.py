@@ -23,13 +23,16 @@ which measured faster there (``batch`` sets it).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
 
 from . import oks as oks_mod
-from .fields import Poses
 from .skeleton import COCO_17, body_height
+
+if TYPE_CHECKING:
+    from .fields import Poses
 
 __all__ = ["RefineConfig", "Refiner", "person_boxes", "crop_matrix", "make_crops", "crops_to_image", "fuse",
            "suppress_duplicates", "boxes_from_xywh", "order_for_cap", "RefinedPredictor", "mean_found_score"]
@@ -289,6 +292,8 @@ class Refiner:
         chosen = np.arange(n) if cap is None or cap >= n else np.sort(order_for_cap(kps_in, scores_in)[:cap])
         self.last_refined = len(chosen)
         if n == 0 or len(chosen) == 0:
+            from .fields import Poses
+
             return Poses(kps_in, scores_in)
         refined = kps_in[chosen]
         for _ in range(cfg.iterations):  # a further pass crops around the refined keypoints
@@ -308,6 +313,8 @@ class Refiner:
             scores[chosen] = np.sqrt(mean_ref * scores_in[chosen])
         keep = suppress_duplicates(kps, scores, cfg.nms_oks)
         keep = keep[np.argsort(-scores[keep], kind="stable")]
+        from .fields import Poses
+
         return Poses(np.ascontiguousarray(kps[keep]), np.ascontiguousarray(scores[keep]))
 
 
@@ -335,6 +342,8 @@ class RefinedPredictor:
             centres, sides = boxes_from_xywh(np.array([a["bbox"] for a in anns], np.float32).reshape(-1, 4),
                                              self.refiner.cfg.box_scale)
             kps = self.refiner.refine_boxes(image, centres, sides)
+            from .fields import Poses
+
             return Prediction(Poses(kps, mean_found_score(kps)), None)
         pred = self.predictor(image)
         return Prediction(self.refiner(image, pred.poses), pred.record)

@@ -181,12 +181,20 @@ def load_network(cfg: InferConfig, kind: str = "bottomup"):
             raise ValueError(f"{path}: not a readable ONNX model ({_first_line(e)})") from None
         model = None
     elif path.suffix in (".pt", ".pth") or path.exists():
-        try:
-            model, meta = load_checkpoint(path)
-        except CheckpointError:
-            raise
-        except Exception as e:  # noqa: BLE001 - a readable file whose contents do not build a model
-            raise ValueError(f"{path}: not a usable checkpoint ({_first_line(e)})") from None
+        model = meta = None
+        ckpt_onnx = _checkpoint_export_path(cfg, path) if path.is_file() else None
+        if cfg.backend != "torch" and ckpt_onnx is not None and ckpt_onnx.is_file():
+            try:  # exported before: its metadata is in the export; no PyTorch, no checkpoint load
+                meta = read_onnx_meta(ckpt_onnx)
+            except Exception:  # noqa: BLE001 - a damaged cache entry: export again below
+                meta = None
+        if meta is None:
+            try:
+                model, meta = load_checkpoint(path)
+            except CheckpointError:
+                raise
+            except Exception as e:  # noqa: BLE001 - a readable file whose contents do not build a model
+                raise ValueError(f"{path}: not a usable checkpoint ({_first_line(e)})") from None
     elif spec in list_models():
         import torch
 
@@ -216,9 +224,9 @@ def load_network(cfg: InferConfig, kind: str = "bottomup"):
         return run, meta, f"{desc}, PyTorch on {dev}{' fp16' if half else ''}"
     import onnxruntime as ort
 
-    if model is not None:  # export once, cache by content
-        onnx_path = _export_path(cfg, model, meta)
-        if not onnx_path.is_file():
+    if path.suffix != ".onnx":  # export once, cache by content (the checkpoint file's, or the weights')
+        onnx_path = _checkpoint_export_path(cfg, path) if not random_init else _export_path(cfg, model, meta)
+        if model is not None and not onnx_path.is_file():
             export_onnx(model, onnx_path, meta=meta)
         path = onnx_path
     cuda = (backend in ("auto", "onnxruntime") and cfg.device in ("auto", "cuda")
@@ -270,9 +278,20 @@ def _export_path(cfg: InferConfig, model, meta: dict) -> Path:
     return _cache_dir(cfg) / f"{meta['arch']}-{h.hexdigest()[:16]}.onnx"
 
 
+def _checkpoint_export_path(cfg: InferConfig, path: Path) -> Path:
+    """The export of a checkpoint file, keyed by the file's bytes and the exporter's revision, so a
+    later start finds it without loading the checkpoint (or importing PyTorch)."""
+    from posestream.models.export import EXPORT_REVISION
+
+    h = hashlib.sha1(repr(EXPORT_REVISION).encode())
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return _cache_dir(cfg) / f"{path.stem}-{h.hexdigest()[:16]}.onnx"
+
+
 def onnx_export_path(cfg: InferConfig, meta: dict) -> Path:
     """Where :func:`load_network` keeps the ONNX export of ``cfg.model`` (a checkpoint or name)."""
-    from posestream.models.checkpoint import load_checkpoint
     from posestream.models.registry import build_model, list_models
     from posestream.models.shipped import DEFAULT_MODEL, shipped_checkpoint
 
@@ -283,8 +302,7 @@ def onnx_export_path(cfg: InferConfig, meta: dict) -> Path:
         torch.manual_seed(0)
         model = build_model(spec).eval()
         return _export_path(cfg, model, model.meta())
-    model, meta = load_checkpoint(shipped_checkpoint() if spec == DEFAULT_MODEL else Path(spec))
-    return _export_path(cfg, model, meta)
+    return _checkpoint_export_path(cfg, shipped_checkpoint() if spec == DEFAULT_MODEL else Path(spec))
 
 
 def network_device(description: str) -> str:

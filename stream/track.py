@@ -76,7 +76,6 @@ from functools import partial
 from typing import Callable
 
 import numpy as np
-from scipy.optimize import linear_sum_assignment
 
 from posestream.models.skeleton import body_height, get_skeleton
 from posestream.stream.messages import Frame, now_ns
@@ -517,6 +516,8 @@ class Tracker:
         # between near-equal matches the track with the longer history wins (a fragment of a
         # person that got a track of its own never takes the person's track from it)
         seniority = _SENIORITY * (1.0 - np.minimum([tr.hits for tr in tracks], 30) / 30.0)[:, None]
+        from scipy.optimize import linear_sum_assignment  # here: the supervisor imports this module for its config
+
         rows, cols = linear_sum_assignment(np.where(feasible, dist + seniority, _INFEASIBLE))
         for r, c_ in zip(rows, cols):
             if feasible[r, c_]:
