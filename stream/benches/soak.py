@@ -125,16 +125,13 @@ def file_mb(path: str | None) -> float | None:
 
 def cpu_flags() -> str:
     """The interesting x86 flags of this CPU (avx2, avx512*, amx*, avx_vnni)."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("flags"):
-                    flags = line.split(":", 1)[1].split()
-                    keep = [x for x in flags if x == "avx2" or x.startswith(("avx512", "amx")) or x == "avx_vnni"]
-                    return " ".join(keep) or "(none of avx2 / avx512* / amx* / avx_vnni)"
-    except OSError:
-        pass
-    return "(unknown: no /proc/cpuinfo flags)"
+    from ..backends import cpu_flags as all_flags
+
+    flags = all_flags()
+    if not flags:
+        return "(unknown: no /proc/cpuinfo flags)"
+    keep = sorted(x for x in flags if x == "avx2" or x.startswith(("avx512", "amx")) or x == "avx_vnni")
+    return " ".join(keep) or "(none of avx2 / avx512* / amx* / avx_vnni)"
 
 
 def command_line() -> str:
