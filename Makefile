@@ -64,6 +64,8 @@ bench: $(STAMP)
 	$(BIN)/posestream bench pipeline
 	$(BIN)/posestream bench refine
 	$(BIN)/posestream bench tracking --ablate
+	$(BIN)/posestream bench backends
+	$(BIN)/posestream bench presets
 
 clean:
 	rm -rf $(VENV) out build *.egg-info data
