@@ -191,6 +191,18 @@ def _time_candidates(runners: dict[str, Callable], x: np.ndarray, rounds: int, b
     return {n: float(np.median(v)) for n, v in times.items()}
 
 
+def _cached(path: Path, candidates) -> dict | None:
+    """The cached record at ``path`` if it holds every candidate (None: absent, unreadable or partial)."""
+    try:
+        rec = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    if not set(candidates) <= set(rec.get("results", {})):
+        return None
+    rec["cached"], rec["path"] = True, str(path)
+    return rec
+
+
 def calibrate(onnx_path, size: int, threads: int | None = None, cache_dir=None, rounds: int = 4,
               candidates: list[str] | None = None, force: bool = False) -> dict:
     """Time every candidate at ``size`` and compare its outputs with ONNX Runtime fp32's; cached.
@@ -198,16 +210,10 @@ def calibrate(onnx_path, size: int, threads: int | None = None, cache_dir=None, 
     Returns the record: ``{"host", "model", "size", "results": {name: {"ms", "max_abs_diff"}},
     "chosen", "cached": bool, "path"}``."""
     path = cache_path(onnx_path, size, threads, cache_dir) if cache_dir is not None else None
-    if path is not None and path.is_file() and not force:
-        try:
-            rec = json.loads(path.read_text())
-            names = set(candidates or available())
-            if names <= set(rec.get("results", {})):
-                rec["cached"], rec["path"] = True, str(path)
-                rec["chosen"] = choose(rec)
-                return rec
-        except (OSError, ValueError):
-            pass  # unreadable: measure again
+    rec = None if path is None or force else _cached(path, candidates or available())
+    if rec is not None:
+        rec["chosen"] = choose(rec)
+        return rec
     names = list(candidates or available())
     if "onnxruntime-fp32" not in names:
         names.insert(0, "onnxruntime-fp32")  # the reference
@@ -256,14 +262,9 @@ def calibrate_isolated(onnx_path, size: int, threads: int | None, cache_dir, can
     import sys
 
     path = cache_path(onnx_path, size, threads, cache_dir)
-    if path.is_file():
-        try:
-            rec = json.loads(path.read_text())
-            if set(candidates) <= set(rec.get("results", {})):
-                rec["cached"], rec["path"] = True, str(path)
-                return rec
-        except (OSError, ValueError):
-            pass
+    rec = _cached(path, candidates)
+    if rec is not None:
+        return rec
     args = json.dumps({"onnx": str(onnx_path), "size": int(size), "threads": threads, "cache_dir": str(cache_dir),
                        "candidates": list(candidates)})
     try:

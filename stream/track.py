@@ -524,14 +524,13 @@ class Tracker:
                 det_track[dets[c_]] = tracks[r]
                 tracks[r].observe(kps[dets[c_]], t)
 
-    def _duplicates(self, kps: np.ndarray, scores: np.ndarray) -> np.ndarray:
+    def _duplicates(self, kps: np.ndarray, scores: np.ndarray, h: np.ndarray) -> np.ndarray:
         """(N,) bool: detections that are a second pose of a more confident detection's person."""
         n = len(kps)
         dup = np.zeros(n, bool)
         if n < 2 or self.config.duplicate_oks >= 1.0:
             return dup
         seen = self._seen(kps)
-        h = self._heights(kps)
         areas = np.where(h > 0, _AREA_PER_HEIGHT2 * h * h, 0.0)
         sim = oks_matrix(seen, seen, self.sigmas * self.config.sigma_scale, areas)
         sim = np.minimum(sim, sim.T)  # symmetric: each pose's own scale must agree
@@ -543,7 +542,7 @@ class Tracker:
                 dup[j] = True
         return dup
 
-    def _rescue(self, kps: np.ndarray, det_track: list, t: float, dup=None) -> None:
+    def _rescue(self, kps: np.ndarray, det_track: list, t: float, dup, heights: np.ndarray) -> None:
         """Last stage: leftover tracks and detections matched by centre distance in body heights,
         the gate widened by ``reid_speed`` for the time a track has been lost."""
         cfg = self.config
@@ -551,12 +550,12 @@ class Tracker:
         recent = self._t_prev if self._t_prev is not None else -np.inf
         tracks = [tr for tr in self._tracks if id(tr) not in taken and tr.t < t
                   and (cfg.reid_speed > 0 or tr.t >= recent)]
-        dets = [i for i, tr in enumerate(det_track) if tr is None and (dup is None or not dup[i])]
+        dets = [i for i, tr in enumerate(det_track) if tr is None and not dup[i]]
         if not tracks or not dets:
             return
         th = np.array([tr.height for tr in tracks]) if not self._custom_filter else np.zeros(len(tracks))
         th = np.where(th > 0, th, self._heights(np.stack([tr.obs for tr in tracks])))
-        dh = self._heights(kps[dets])
+        dh = heights[dets]
 
         def centre(p):
             f = p[:, 2] > cfg.min_keypoint_score
@@ -613,13 +612,14 @@ class Tracker:
         self._tracks = [tr for tr in self._tracks if t - tr.t <= cfg.max_age_s]
         n = kps.shape[0]
         det_track: list[_Track | None] = [None] * n
-        dup = self._duplicates(kps, scores)
+        heights = self._heights(kps)  # (N,) body heights of this frame's people, used by every stage below
+        dup = self._duplicates(kps, scores, heights)
         if n and self._tracks:
             strong = [i for i in range(n) if scores[i] >= cfg.high_score and not dup[i]]
             self._match(kps, strong, det_track, t)
             self._match(kps, [i for i in range(n) if scores[i] < cfg.high_score and not dup[i]], det_track, t)
             if cfg.rescue_distance > 0:
-                self._rescue(kps, det_track, t, dup)
+                self._rescue(kps, det_track, t, dup, heights)
             # a "duplicate" may be a second person in the same place (a crossing): it keeps a
             # confirmed track that nothing else took and whose pose it matches
             taken = {id(tr) for tr in det_track if tr is not None}
@@ -641,7 +641,6 @@ class Tracker:
 
         ids = np.full(n, TENTATIVE, np.int64)
         out = kps.copy()
-        heights = self._heights(kps) if (self.skeleton is not None and n) else np.zeros(n)
         for i, tr in enumerate(det_track):
             if tr is None:      # a duplicate or too weak for a birth: reported raw and TENTATIVE
                 continue

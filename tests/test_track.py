@@ -289,7 +289,6 @@ def test_death_by_age_is_measured_in_time_not_frames():
 def test_birth_needs_confirmation_and_flickers_get_no_id():
     tracker = Tracker(TrackerConfig(min_hits=3, confirm_score=0.3), SIGMAS)
     a, ghost = pose(200, 300), pose(700, 300)
-    t = -1
     assert tracker.update(*people(a, ghost, score=0.2), 0)[0].tolist() == [TENTATIVE, TENTATIVE]
     assert tracker.update(*people(a, score=0.2), DT_NS)[0].tolist() == [TENTATIVE]  # the ghost misses once: dies
     assert tracker.update(*people(a, score=0.2), 2 * DT_NS)[0].tolist() == [0]  # third hit: confirmed
@@ -303,7 +302,6 @@ def test_birth_needs_confirmation_and_flickers_get_no_id():
     c = pose(1200, 300)
     kps, _ = people(a, b, c)
     assert tracker.update(kps, np.array([0.9, 0.2, 0.5], np.float32), 6 * DT_NS)[0].tolist() == [0, 1, 2]
-    del t
 
 
 def test_a_duplicate_pose_of_one_person_takes_no_track():
