@@ -1,7 +1,9 @@
 """ONNX export with embedded metadata and a parity check against PyTorch.
 
 The exported graph has one input ``image`` (B, 3, H, W) and the model's eval outputs
-(``heatmaps`` [, ``pafs``]), with dynamic batch, height and width. The model's metadata (the same
+(``heatmaps`` [, ``pafs``]), with dynamic batch, height and width. With ``graph_decode`` a bottom-up
+model also gets the decoder's upsampling and peak NMS as layers (``models/decode_head.py``:
+outputs ``heatmaps_up``, ``peak_scores``, ``peak_index`` after the two). The model's metadata (the same
 dict a checkpoint carries) is stored as JSON in the ONNX ``metadata_props`` under ``posestream``.
 
 Parity tolerance: max |onnxruntime - torch| <= 1e-3 * max(1, max |torch|). Both run float32 but
@@ -29,7 +31,7 @@ class ExportError(Exception):
 
 
 # bumped when the exported graph changes for the same weights (caches of exports key on it)
-EXPORT_REVISION = 2  # 2: Pad -> Conv fusion
+EXPORT_REVISION = 3  # 2: Pad -> Conv fusion; 3: decoding in the graph
 
 
 def output_names(model) -> list[str]:
@@ -39,10 +41,12 @@ def output_names(model) -> list[str]:
 
 
 def export_onnx(model, path: str | os.PathLike, input_hw: tuple[int, int] | None = None, opset: int = 17,
-                meta: dict | None = None, check: bool = True) -> dict:
+                meta: dict | None = None, check: bool = True, graph_decode: bool = False) -> dict:
     """Export ``model`` (eval mode) to ``path``; returns a report (parity error, sizes).
 
     Args:
+        graph_decode: add the decoding head (bottom-up models whose stride is a multiple of the
+            decoder's working stride; others are exported as they are).
         input_hw: size of the tracing input (default: the model's standard input).
         meta: metadata to embed (default: ``model.meta()``).
         check: run :func:`parity_check` on a second input size and raise ``ExportError`` above
@@ -53,6 +57,13 @@ def export_onnx(model, path: str | os.PathLike, input_hw: tuple[int, int] | None
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     model = model.eval()
+    if graph_decode and getattr(model, "with_pafs", False):
+        from .decode_head import GraphDecoder, graph_factor
+        from .fields import DecoderConfig
+
+        if graph_factor(model.stride, DecoderConfig().working_stride):
+            model = GraphDecoder(model, meta, DecoderConfig().working_stride).eval()
+            meta = model.meta()
     h, w = input_hw or (model.input_size, model.input_size)
     import torch
 
@@ -195,9 +206,45 @@ def parity_check(model, path: str | os.PathLike, input_hw: tuple[int, int], batc
     got = onnx_session(path).run(None, {"image": x.numpy()})
     if len(got) != len(ref) or any(a.shape != b.shape for a, b in zip(got, ref)):
         raise ExportError(f"{path}: ONNX outputs {[a.shape for a in got]} vs PyTorch {[b.shape for b in ref]}")
-    err = max(float(np.abs(a - b).max()) for a, b in zip(got, ref))
-    scale = max(1.0, max(float(np.abs(b).max()) for b in ref))
+    if len(got) == 5:  # decoding in the graph: the peak lists are checked against the runtime's own maps
+        bad = peak_list_error(*got[2:])
+        if bad:
+            raise ExportError(f"{path}: {bad}")
+    err = max(float(np.abs(a - b).max()) for a, b in zip(maps(got), maps(ref)))
+    scale = max(1.0, max(float(np.abs(b).max()) for b in maps(ref)))
     return {"max_abs_err": err, "tolerance": TOLERANCE * scale, "check_input": [batch, 3, *input_hw]}
+
+
+def maps(outputs):
+    """The map outputs of a network run (what two runtimes can be compared on): all of them, or the
+    first three of a graph-decoding export (its peak lists depend on exact ties and near-equal
+    neighbours, so they are checked against its own maps instead: :func:`peak_list_error`)."""
+    return list(outputs[:3]) if len(outputs) == 5 else list(outputs)
+
+
+def peak_list_error(heat_up: np.ndarray, scores: np.ndarray, index: np.ndarray) -> str | None:
+    """None when ``scores`` / ``index`` list 3x3 maxima of ``heat_up`` strongest first, then other
+    cells pushed down by ``NOT_A_PEAK`` (see ``decode_head.py``); else what is wrong."""
+    from .decode_head import NOT_A_PEAK
+
+    b, k, h, w = heat_up.shape
+    if index.min() < 0 or index.max() >= h * w:
+        return f"peak_index outside 0..{h * w - 1}"
+    at = np.take_along_axis(heat_up.reshape(b, k, h * w), index.astype(np.int64), 2)
+    peak = scores == at
+    if not np.allclose(scores[~peak], at[~peak] - NOT_A_PEAK, rtol=0, atol=NOT_A_PEAK * 1e-5):
+        return "peak_scores are neither the heatmap values at peak_index nor those values less NOT_A_PEAK"
+    if (np.diff(scores, axis=2) > 0).any():
+        return "peak_scores are not in descending order"
+    pad = np.pad(heat_up, ((0, 0), (0, 0), (1, 1), (1, 1)), constant_values=-np.inf)
+    iy, ix = np.divmod(index.astype(np.int64), w)
+    bi, ki = np.indices(index.shape[:2])
+    for dy in (0, 1, 2):
+        for dx in (0, 1, 2):
+            nb = pad[bi[..., None], ki[..., None], iy + dy, ix + dx]
+            if (nb[peak] > scores[peak]).any():
+                return "a peak candidate is not a 3x3 maximum"
+    return None
 
 
 def read_onnx_meta(path: str | os.PathLike) -> dict:

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .fields import DecoderConfig, Poses, decode, decode_single
+from .fields import DecoderConfig, Poses, decode, decode_graph, decode_single
 from .preprocess import Letterbox, letterbox
 from .skeleton import get_skeleton
 
@@ -101,6 +101,11 @@ class Predictor:
             raise ValueError(f"unknown heatmap activation {self.activation!r}")
         self.mean = np.asarray(meta["mean"], np.float32) * 255.0
         self.inv_std = 1.0 / (np.asarray(meta["std"], np.float32) * 255.0)
+        g = meta.get("graph_decode") or {}
+        # the graph's decoding outputs are used when they are what the host would compute: same
+        # working stride and activation, no flip test (which averages raw maps first)
+        self.graph_decode = bool(g) and not flip and g.get("activation") == self.activation and abs(
+            float(meta["stride"]) / float(g.get("factor", 0) or np.inf) - self.decoder.working_stride) < 1e-9
 
     @classmethod
     def from_model(cls, model, meta: dict, device: str = "cpu", **kw) -> "Predictor":
@@ -109,9 +114,10 @@ class Predictor:
     def _act(self, heat: np.ndarray) -> np.ndarray:
         return 1.0 / (1.0 + np.exp(-heat)) if self.activation == "sigmoid" else heat
 
-    def forward(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
-        """(1, 3, H, W) normalised input -> (heatmaps, pafs) of the image, activation applied."""
-        out = self.run(x)
+    def forward(self, x: np.ndarray, out=None) -> tuple[np.ndarray, np.ndarray | None]:
+        """(1, 3, H, W) normalised input -> (heatmaps, pafs) of the image, activation applied
+        (``out``: the network's outputs for ``x`` when already run)."""
+        out = self.run(x) if out is None else out
         heat, paf = self._act(out[0]), (out[1] if len(out) > 1 else None)
         if self.flip:
             out_f = self.run(np.ascontiguousarray(x[..., ::-1]))
@@ -128,11 +134,21 @@ class Predictor:
         """(H, W, 3) uint8 RGB -> people in image pixels (keypoints not found: (0, 0, 0))."""
         img, rec = letterbox(image_rgb, self.input_size, multiple=int(self.meta.get("input_multiple", 32)))
         x = ((img.astype(np.float32) - self.mean) * self.inv_std).transpose(2, 0, 1)[None]
-        heat, paf = self.forward(np.ascontiguousarray(x))
+        x = np.ascontiguousarray(x)
+        out = self.run(x)
+        if self.graph_decode and len(out) == 5:  # upsampling and peak NMS done by the runtime
+            poses = decode_graph(out[2][0], out[3][0], out[4][0], out[1][0], int(self.meta["stride"]), self.decoder,
+                                 self.skeleton)
+            return self._to_image(poses, rec)
+        heat, paf = self.forward(x, out)
         if paf is None:  # a heatmap-only (single-person) model: one person, each keypoint its channel's maximum
             poses = decode_single(heat[0], int(self.meta["stride"]), self.decoder, self.skeleton.num_keypoints)
         else:
             poses = decode(heat[0], paf[0], int(self.meta["stride"]), self.decoder, self.skeleton)
+        return self._to_image(poses, rec)
+
+    @staticmethod
+    def _to_image(poses: Poses, rec: Letterbox) -> Prediction:
         kps = rec.to_image(poses.keypoints).astype(np.float32)
         kps[poses.keypoints[..., 2] <= 0] = 0.0
         return Prediction(Poses(kps, poses.scores), rec)

@@ -217,6 +217,8 @@ def calibrate(onnx_path, size: int, threads: int | None = None, cache_dir=None, 
     names = list(candidates or available())
     if "onnxruntime-fp32" not in names:
         names.insert(0, "onnxruntime-fp32")  # the reference
+    from posestream.models.export import maps
+
     runners = {n: make_runner(n, onnx_path, threads, cache_dir) for n in names}
     x = np.random.default_rng(0).standard_normal((1, 3, size, size)).astype(np.float32)
     outs = {n: run(x) for n, run in runners.items()}  # warm-up (compiles) and the outputs compared
@@ -226,7 +228,7 @@ def calibrate(onnx_path, size: int, threads: int | None = None, cache_dir=None, 
     ref = outs["onnxruntime-fp32"]
     results = {}
     for n in names:
-        diff = max(float(np.abs(a - b).max()) for a, b in zip(outs[n], ref))
+        diff = max(float(np.abs(a - b).max()) for a, b in zip(maps(outs[n]), maps(ref)))
         results[n] = {"ms": round(ms[n], 3), "max_abs_diff": diff}
     old = {}
     if path is not None and path.is_file():

@@ -20,7 +20,7 @@ def warm_decoder() -> float:
     """Run the Numba decoder once on synthetic maps (compiles it into its cache): seconds taken."""
     import numpy as np
 
-    from posestream.models.fields import decode
+    from posestream.models.fields import decode, decode_graph, upsample
     from posestream.models.skeleton import COCO_17
 
     t0 = time.perf_counter()
@@ -29,6 +29,9 @@ def warm_decoder() -> float:
     heat[:, 20, 20] = 1.0
     pafs = (rng.random((2 * len(COCO_17.limbs), 40, 40)) - 0.5).astype(np.float32)
     decode(heat, pafs, 8)
+    up = upsample(heat, 4.0)  # and the grouping of a graph-decoding export (its candidate lists)
+    index = np.argsort(-up.reshape(len(up), -1), axis=1, kind="stable")[:, :64]
+    decode_graph(up, np.take_along_axis(up.reshape(len(up), -1), index, 1), index, pafs, 8)
     return time.perf_counter() - t0
 
 

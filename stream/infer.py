@@ -220,14 +220,17 @@ def load_network(cfg: InferConfig, kind: str = "bottomup"):
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
         half = cfg.fp16 and dev == "cuda"
+        model, meta = _with_graph_decode(model, meta)
         run = torch_runner(model, dev, half)
         return run, meta, f"{desc}, PyTorch on {dev}{' fp16' if half else ''}"
     import onnxruntime as ort
 
     if path.suffix != ".onnx":  # export once, cache by content (the checkpoint file's, or the weights')
         onnx_path = _checkpoint_export_path(cfg, path) if not random_init else _export_path(cfg, model, meta)
-        if model is not None and not onnx_path.is_file():
-            export_onnx(model, onnx_path, meta=meta)
+        if model is not None:  # (model None: the export's metadata was read above)
+            if not onnx_path.is_file():
+                export_onnx(model, onnx_path, meta=meta, graph_decode=True)
+            meta = read_onnx_meta(onnx_path)  # with the export's graph_decode entry
         path = onnx_path
     cuda = (backend in ("auto", "onnxruntime") and cfg.device in ("auto", "cuda")
             and "CUDAExecutionProvider" in ort.get_available_providers())
@@ -240,6 +243,17 @@ def load_network(cfg: InferConfig, kind: str = "bottomup"):
 
         return run, meta, f"{desc}, ONNX Runtime ({providers[0]})"
     return _cpu_network(cfg, backend, path, meta, desc)
+
+
+def _with_graph_decode(model, meta: dict):
+    """A bottom-up PyTorch model with the decoding head after it (as the ONNX exports have it)."""
+    from posestream.models.decode_head import GraphDecoder, graph_factor
+    from posestream.models.fields import DecoderConfig
+
+    if not getattr(model, "with_pafs", False) or not graph_factor(model.stride, DecoderConfig().working_stride):
+        return model, meta
+    g = GraphDecoder(model, meta, DecoderConfig().working_stride).eval()
+    return g, g.meta()
 
 
 def _cpu_network(cfg: InferConfig, backend: str, onnx_path: Path, meta: dict, desc: str):

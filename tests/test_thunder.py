@@ -120,7 +120,8 @@ def test_shipped_checkpoint_is_the_published_weights():
 def test_onnx_export_on_demand_matches_pytorch(thunder, tmp_path):
     from posestream.stream.infer import InferConfig, load_network
 
-    run, meta, desc = load_network(InferConfig(model=str(SHIPPED), cache_dir=str(tmp_path)), kind="topdown")
+    run, meta, desc = load_network(InferConfig(model=str(SHIPPED), cache_dir=str(tmp_path), backend="onnxruntime"),
+                                  kind="topdown")
     assert "ONNX Runtime" in desc and list(tmp_path.glob("movenet_thunder-*.onnx"))
     x = np.concatenate([np.load(PARITY / f"input_{i}.npy") for i in (0, 1)])  # a batch of two crops
     got = run(x)

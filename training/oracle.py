@@ -27,7 +27,11 @@ DEFAULT_SETTINGS = ("256:4", "256:8", "320:4", "320:8")
 
 def oracle_eval(ann_file: str, size: int, stride: int, config=None, sigma: float | None = None,
                 paf_width: float = 1.0, impl: str = "numba") -> dict:
-    """Encode the labels of every image at (size, stride), decode, and score with pycocotools."""
+    """Encode the labels of every image at (size, stride), decode, and score with pycocotools.
+
+    ``impl``: ``numba`` / ``numpy`` (the host decoder), or ``graph``: the fields go through the
+    exported graph's decoding layers (``models/decode_head.py``, run in PyTorch) and the host's
+    :func:`decode_graph`, as the pipeline decodes a graph-decoding export."""
     from pycocotools.coco import COCO
     import contextlib
     import io
@@ -56,7 +60,10 @@ def oracle_eval(ann_file: str, size: int, stride: int, config=None, sigma: float
         else:
             kp_in = np.zeros((0, 17, 3))
         t = encode(kp_in, rec.input_hw, stride, sigma=sigma, paf_width=paf_width)
-        poses = decode(t.heatmaps, t.pafs, stride, cfg, impl=impl)
+        if impl == "graph":
+            poses = _decode_in_graph(t.heatmaps, t.pafs, stride, cfg)
+        else:
+            poses = decode(t.heatmaps, t.pafs, stride, cfg, impl=impl)
         kps = rec.to_image(poses.keypoints)
         results.extend(poses_to_coco_results(img_id, kps, poses.scores))
     stats = coco_keypoint_eval(coco, results, img_ids)
@@ -65,13 +72,30 @@ def oracle_eval(ann_file: str, size: int, stride: int, config=None, sigma: float
                           if a.get("num_keypoints", 0) > 0), **stats}
 
 
+def _decode_in_graph(heatmaps, pafs, stride: int, cfg):
+    import torch
+
+    from posestream.models.decode_head import DecodeHead, graph_factor
+    from posestream.models.fields import decode_graph
+
+    factor = graph_factor(stride, cfg.working_stride)
+    if factor is None:
+        raise ValueError(f"stride {stride} / working stride {cfg.working_stride:g} is not an integer")
+    head = DecodeHead(17, factor)
+    with torch.no_grad():
+        up, scores, index = (t[0].numpy() for t in head(torch.from_numpy(np.ascontiguousarray(heatmaps[None]))))
+    return decode_graph(up, scores, index, pafs, stride, cfg)
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ann", default=DEFAULT_ANN, help="COCO keypoint json (default: %(default)s)")
     p.add_argument("--settings", nargs="+", default=list(DEFAULT_SETTINGS), metavar="SIZE:STRIDE",
                    help="input long side and network stride pairs (default: %(default)s)")
     p.add_argument("--working-stride", type=float, default=None, help="decoder working stride in pixels")
     p.add_argument("--sigma", type=float, default=None, help="heatmap sigma in cells (default: 8 px)")
-    p.add_argument("--impl", choices=("numba", "numpy"), default="numba")
+    p.add_argument("--impl", choices=("numba", "numpy", "graph"), default="numba",
+                   help="numba / numpy: the host decoder; graph: the exported graph's decoding layers + the host's "
+                        "grouping (default: %(default)s)")
     p.add_argument("--json", action="store_true", help="print a JSON list instead of a table")
 
 

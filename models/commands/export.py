@@ -2,7 +2,9 @@
 
 The graph has dynamic batch, height and width; the model's metadata (architecture, input size,
 mean/std, stride, skeleton, recipe, metrics) is embedded. A parity check against PyTorch on
-another input size runs as part of the export and fails it above the tolerance.
+another input size runs as part of the export and fails it above the tolerance. A bottom-up model
+is exported with the decoder's upsampling and peak NMS in the graph (``models/decode_head.py``)
+unless ``--no-graph-decode``.
 
   posestream export runs/lite/best.pt --out lite.onnx
   posestream export lite --out lite-random.onnx
@@ -22,6 +24,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--size", type=int, default=None, help="tracing input side (default: the model's)")
     p.add_argument("--opset", type=int, default=17)
     p.add_argument("--no-check", action="store_true", help="skip the PyTorch/ONNX Runtime parity check")
+    p.add_argument("--no-graph-decode", action="store_true",
+                   help="export the network's outputs only (heatmaps, pafs), without the decoding layers")
     p.add_argument("--json", action="store_true", help="print the export report as JSON")
 
 
@@ -40,7 +44,8 @@ def run(args: argparse.Namespace) -> int:
             return fail("export", f"{src}: neither a checkpoint file nor a registered model "
                                   f"(known models: {', '.join(list_models())})")
         size = (args.size, args.size) if args.size else None
-        report = export_onnx(model, args.out, input_hw=size, opset=args.opset, meta=meta, check=not args.no_check)
+        report = export_onnx(model, args.out, input_hw=size, opset=args.opset, meta=meta, check=not args.no_check,
+                             graph_decode=not args.no_graph_decode)
     except (CheckpointError, ExportError) as e:
         return fail("export", str(e))
     if args.json:

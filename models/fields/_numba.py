@@ -110,6 +110,57 @@ def find_peaks(heat, threshold, min_dist, max_peaks):
 
 
 @njit(cache=True, nogil=True)
+def select_peaks(heat, cand_score, cand_index, threshold, min_dist, max_peaks):
+    """``find_peaks`` from a list of 3x3 maxima already found (the graph's ``peak_scores`` /
+    ``peak_index``: per type, descending, ties in raster order, -inf past the last maximum).
+
+    The same threshold, minimum distance, ``max_peaks`` and sub-cell refinement as ``find_peaks``.
+    Returns its outputs and ``complete``: False when some type's list ended while every entry was
+    still above the threshold and fewer than ``max_peaks`` were kept (more maxima may exist: the
+    caller scans the map instead).
+    """
+    k_count, h, w = heat.shape
+    n_cand = cand_score.shape[1]
+    cap = k_count * max_peaks
+    ix = np.empty(cap, np.int64)
+    iy = np.empty(cap, np.int64)
+    fx = np.empty(cap, np.float64)
+    fy = np.empty(cap, np.float64)
+    sc = np.empty(cap, np.float64)
+    starts = np.zeros(k_count + 1, np.int64)
+    md2 = min_dist * min_dist
+    complete = True
+    n = 0
+    for k in range(k_count):
+        first = n
+        exhausted = True
+        for c in range(n_cand):
+            if n - first >= max_peaks or not cand_score[k, c] >= threshold:
+                exhausted = False
+                break
+            flat = cand_index[k, c]
+            y = flat // w
+            x = flat - y * w
+            keep = True
+            for q in range(first, n):
+                dx = float(x - ix[q])
+                dy = float(y - iy[q])
+                if dx * dx + dy * dy < md2:
+                    keep = False
+                    break
+            if keep:
+                ix[n] = x
+                iy[n] = y
+                sc[n] = heat[k, y, x]
+                fx[n], fy[n] = _refine(heat, k, y, x)
+                n += 1
+        if exhausted and n - first < max_peaks:
+            complete = False
+        starts[k + 1] = n
+    return starts, ix[:n], iy[:n], fx[:n], fy[:n], sc[:n], complete
+
+
+@njit(cache=True, nogil=True)
 def _middle_out(n):
     """0..n-1 by decreasing distance from the nearer end: the middle first, the ends last."""
     key = np.empty(n, np.int64)
@@ -119,7 +170,45 @@ def _middle_out(n):
 
 
 @njit(cache=True, nogil=True)
-def score_limbs(starts, fx, fy, paf, limbs, n_samples, paf_threshold, min_fraction, max_length):
+def _cubic(t):
+    """OpenCV's bicubic tap weights (a = -0.75) at fractional offset t (taps floor - 1 .. floor + 2)."""
+    a = -0.75
+    w0 = ((a * (t + 1.0) - 5.0 * a) * (t + 1.0) + 8.0 * a) * (t + 1.0) - 4.0 * a
+    w1 = ((a + 2.0) * t - (a + 3.0)) * t * t + 1.0
+    w2 = ((a + 2.0) * (1.0 - t) - (a + 3.0)) * (1.0 - t) * (1.0 - t) + 1.0
+    return w0, w1, w2, 1.0 - w0 - w1 - w2
+
+
+@njit(cache=True, nogil=True)
+def _bicubic_pair(maps, c, y, x, factor):
+    """Channels c and c + 1 of ``maps`` (at ``factor`` times the working stride) at working cell
+    (y, x): the value ``cv2.resize(..., INTER_CUBIC)`` to the working size has there (half-pixel
+    centres, edge replicated), computed for this one cell."""
+    h, w = maps.shape[1], maps.shape[2]
+    sy = (y + 0.5) / factor - 0.5
+    sx = (x + 0.5) / factor - 0.5
+    y0 = int(math.floor(sy))
+    x0 = int(math.floor(sx))
+    wy = _cubic(sy - y0)
+    wx = _cubic(sx - x0)
+    u = 0.0
+    v = 0.0
+    for i in range(4):
+        yy = min(max(y0 - 1 + i, 0), h - 1)
+        ru = 0.0
+        rv = 0.0
+        for j in range(4):
+            xx = min(max(x0 - 1 + j, 0), w - 1)
+            ru += wx[j] * maps[c, yy, xx]
+            rv += wx[j] * maps[c + 1, yy, xx]
+        u += wy[i] * ru
+        v += wy[i] * rv
+    return u, v
+
+
+@njit(cache=True, nogil=True)
+def score_limbs(starts, fx, fy, paf, limbs, n_samples, paf_threshold, min_fraction, max_length,
+                factor=1.0, grid_h=0, grid_w=0):
     """Score every candidate connection by a line integral over the PAF and match greedily.
 
     For a candidate a -> b (sub-cell peak positions: peaks of neighbouring keypoints of a small
@@ -129,11 +218,17 @@ def score_limbs(starts, fx, fy, paf, limbs, n_samples, paf_threshold, min_fracti
     ``min(0, max_length / |ab| - 1)`` is positive (OpenPose's criterion). Per limb, candidates are
     taken by descending score, each peak at most once (greedy bipartite matching).
 
+    ``factor`` > 1: ``paf`` is at ``factor`` times the working stride (the network's own maps) and
+    each sample is its bicubic value at the working cell (``_bicubic_pair``) on a working grid of
+    ``grid_h`` x ``grid_w`` cells; the same scores as upsampling first, without the upsampling.
+
     Returns:
         limb, pa, pb (C,) int64 peak rows; score (C,) float64 — in limb order, best first.
     """
     n_limbs = limbs.shape[0]
     h, w = paf.shape[1], paf.shape[2]
+    if factor != 1.0:
+        h, w = grid_h, grid_w
     total = 0
     for li in range(n_limbs):
         a, b = limbs[li, 0], limbs[li, 1]
@@ -175,7 +270,11 @@ def score_limbs(starts, fx, fy, paf, limbs, n_samples, paf_threshold, min_fracti
                     t = s * inv
                     sx = min(int(fx[i] + t * dx + 0.5), w - 1)
                     sy = min(int(fy[i] + t * dy + 0.5), h - 1)
-                    d = (float(paf[2 * li, sy, sx]) * dx + float(paf[2 * li + 1, sy, sx]) * dy) / norm
+                    if factor == 1.0:
+                        d = (float(paf[2 * li, sy, sx]) * dx + float(paf[2 * li + 1, sy, sx]) * dy) / norm
+                    else:
+                        pu, pv = _bicubic_pair(paf, 2 * li, sy, sx, factor)
+                        d = (pu * dx + pv * dy) / norm
                     dbuf[s] = d
                     if not d > paf_threshold:
                         misses += 1
@@ -342,6 +441,23 @@ def group(heat, paf, limbs, peak_threshold, min_dist, max_peaks, n_samples, paf_
           max_length, min_keypoints, min_score, fill_missing, fill_margin):
     """All steps in one call (one dispatch instead of four)."""
     starts, ix, iy, fx, fy, sc = find_peaks(heat, peak_threshold, min_dist, max_peaks)
-    cl, ca, cb, cs = score_limbs(starts, fx, fy, paf, limbs, n_samples, paf_threshold, min_fraction, max_length)
+    cl, ca, cb, cs = score_limbs(starts, fx, fy, paf, limbs, n_samples, paf_threshold, min_fraction, max_length,
+                                 1.0, 0, 0)
+    slots, _ = assemble(ix.shape[0], heat.shape[0], limbs, cl, ca, cb, cs)
+    return finish(heat, slots, ix, iy, fx, fy, sc, min_keypoints, min_score, fill_missing, fill_margin)
+
+
+@njit(cache=True, nogil=True)
+def group_candidates(heat, cand_score, cand_index, paf, factor, limbs, peak_threshold, min_dist, max_peaks,
+                     n_samples, paf_threshold, min_fraction, max_length, min_keypoints, min_score, fill_missing,
+                     fill_margin):
+    """``group`` on the graph's outputs: heatmaps at the working stride with their peak candidates,
+    PAFs at ``factor`` times the working stride."""
+    starts, ix, iy, fx, fy, sc, complete = select_peaks(heat, cand_score, cand_index, peak_threshold, min_dist,
+                                                        max_peaks)
+    if not complete:
+        starts, ix, iy, fx, fy, sc = find_peaks(heat, peak_threshold, min_dist, max_peaks)
+    cl, ca, cb, cs = score_limbs(starts, fx, fy, paf, limbs, n_samples, paf_threshold, min_fraction, max_length,
+                                 factor, heat.shape[1], heat.shape[2])
     slots, _ = assemble(ix.shape[0], heat.shape[0], limbs, cl, ca, cb, cs)
     return finish(heat, slots, ix, iy, fx, fy, sc, min_keypoints, min_score, fill_missing, fill_margin)

@@ -26,6 +26,11 @@ see ``posestream bench oracle``):
    its score.
 
 Steps 2-5 run as Numba kernels (``_numba.py``); ``_reference.py`` is the same algorithm in NumPy.
+
+Decoding on the runtime (:func:`decode_graph`): an export with ``models/decode_head.py`` after the
+network computes step 1 for the heatmaps and the 3x3 maxima of step 2 in the graph; the host keeps
+steps 2-5 and reads the PAFs at the network's stride, bicubically at each sample's cell. Same
+poses as :func:`decode` up to float rounding (``posestream bench decode``).
 """
 from __future__ import annotations
 
@@ -39,7 +44,8 @@ from ..skeleton import COCO_17, Skeleton
 from . import _numba, _reference
 from ..config import from_section
 
-__all__ = ["decode_single", "DecoderConfig", "Poses", "decode", "group", "upsample", "IMPLEMENTATIONS"]
+__all__ = ["decode_single", "DecoderConfig", "Poses", "decode", "decode_graph", "group", "upsample",
+           "IMPLEMENTATIONS"]
 
 IMPLEMENTATIONS = {"numba": _numba, "numpy": _reference}
 
@@ -126,6 +132,10 @@ def group(heatmaps: np.ndarray, pafs: np.ndarray, stride: float, config: Decoder
                             float(cfg.paf_threshold), float(cfg.paf_min_fraction),
                             float(cfg.length_prior * heat.shape[1]), int(cfg.min_keypoints), float(cfg.min_score),
                             bool(cfg.fill_missing), float(cfg.fill_margin))
+    return _to_input_pixels(kps, scores, stride)
+
+
+def _to_input_pixels(kps: np.ndarray, scores: np.ndarray, stride: float) -> Poses:
     out = kps.astype(np.float32)
     found = out[..., 2] > 0
     # cell -> input pixel (see encoder.py); keypoints not found stay at (0, 0, 0)
@@ -156,6 +166,35 @@ def decode(heatmaps: np.ndarray, pafs: np.ndarray, stride: int, config: DecoderC
     heat = upsample(np.asarray(heatmaps)[:k_count], factor)
     paf = upsample(pafs, factor)
     return group(heat, paf, stride / factor, cfg, skeleton, impl)
+
+
+def decode_graph(heatmaps_up: np.ndarray, peak_scores: np.ndarray, peak_index: np.ndarray, pafs: np.ndarray,
+                 stride: int, config: DecoderConfig | None = None, skeleton: Skeleton = COCO_17) -> Poses:
+    """The graph-decoding export's outputs of one image -> people, in input-image pixels.
+
+    Args:
+        heatmaps_up: (K, H, W) activated heatmaps at the working stride.
+        peak_scores, peak_index: (K, C) their 3x3 maxima, strongest first (flat index into H x W).
+        pafs: (2 L, h, w) at the network's ``stride`` (H = h x stride / working stride).
+        config: decoder settings; ``working_stride`` must be the export's.
+    """
+    cfg = config or DecoderConfig()
+    k_count, n_limbs = skeleton.num_keypoints, skeleton.num_limbs
+    heat = np.ascontiguousarray(heatmaps_up[:k_count], dtype=np.float32)
+    paf = np.ascontiguousarray(pafs, dtype=np.float32)
+    factor = heat.shape[1] / paf.shape[1]
+    if (paf.shape[0] != 2 * n_limbs or heat.shape[2] / paf.shape[2] != factor
+            or abs(float(stride) / factor - cfg.working_stride) > 1e-9):
+        raise ValueError(f"graph outputs {heat.shape} / pafs {paf.shape} at stride {stride} do not match working "
+                         f"stride {cfg.working_stride:g}")
+    kps, scores = _numba.group_candidates(
+        heat, np.ascontiguousarray(peak_scores[:k_count], np.float32),
+        np.ascontiguousarray(peak_index[:k_count], np.int64), paf, float(factor), skeleton.limb_array,
+        float(cfg.peak_threshold), float(cfg.min_peak_distance / cfg.working_stride), int(cfg.max_peaks),
+        int(cfg.paf_samples), float(cfg.paf_threshold), float(cfg.paf_min_fraction),
+        float(cfg.length_prior * heat.shape[1]), int(cfg.min_keypoints), float(cfg.min_score),
+        bool(cfg.fill_missing), float(cfg.fill_margin))
+    return _to_input_pixels(kps, scores, cfg.working_stride)
 
 
 def decode_single(heatmaps: np.ndarray, stride: int, config: DecoderConfig | None = None,
