@@ -34,7 +34,7 @@ import numpy as np
 LOG = logging.getLogger(__name__)
 
 __all__ = ["CANDIDATES", "FP32_TOLERANCE", "MAX_AP_LOSS", "cpu_flags", "cpu_name", "available", "make_runner",
-           "calibrate", "choose", "record_ap", "candidate_name"]
+           "calibrate", "BackgroundCalibration", "choose", "record_ap", "candidate_name"]
 
 CANDIDATES = ("onnxruntime-fp32", "openvino-fp32", "openvino-bf16")
 FP32_TOLERANCE = 1e-3
@@ -261,16 +261,13 @@ def calibrate_isolated(onnx_path, size: int, threads: int | None, cache_dir, can
     cannot take the caller down. If the child fails, ONNX Runtime fp32 is used and the reason
     logged."""
     import subprocess
-    import sys
 
     path = cache_path(onnx_path, size, threads, cache_dir)
     rec = _cached(path, candidates)
     if rec is not None:
         return rec
-    args = json.dumps({"onnx": str(onnx_path), "size": int(size), "threads": threads, "cache_dir": str(cache_dir),
-                       "candidates": list(candidates)})
     try:
-        r = subprocess.run([sys.executable, "-m", "posestream.stream.backends", args], capture_output=True,
+        r = subprocess.run(_calibration_command(onnx_path, size, threads, cache_dir, candidates), capture_output=True,
                            text=True, timeout=300)
         ok = r.returncode == 0 and path.is_file()
         why = f"exit status {r.returncode}: {(r.stderr.strip().splitlines() or [''])[-1][:200]}"
@@ -283,6 +280,106 @@ def calibrate_isolated(onnx_path, size: int, threads: int | None, cache_dir, can
     rec = json.loads(path.read_text())
     rec["cached"], rec["path"] = False, str(path)
     return rec
+
+
+def _calibration_command(onnx_path, size: int, threads: int | None, cache_dir, candidates) -> list[str]:
+    import sys
+
+    return [sys.executable, "-m", "posestream.stream.backends",
+            json.dumps({"onnx": str(onnx_path), "size": int(size), "threads": threads, "cache_dir": str(cache_dir),
+                        "candidates": list(candidates)})]
+
+
+class BackgroundCalibration:
+    """A runner that starts at once on ONNX Runtime fp32 while :func:`calibrate` runs in a child
+    process, and moves to the candidate the calibration chose when it is done (issue #15: a cold
+    start does not wait the seconds the measurement takes).
+
+    The move happens between two calls: the new runtime is built and run once on the last input's
+    shape (OpenVINO compiles per shape) in a thread while the current one keeps serving, then it
+    replaces it. The calibration measures while the caller works, so both see the same load; its
+    ratios are what decide, as in a quiet calibration. If the child fails, ONNX Runtime fp32 stays
+    and the reason is logged. ``name``: the candidate serving now; ``done``: the calibration has
+    finished and any move is complete."""
+
+    def __init__(self, onnx_path, size: int, threads: int | None, cache_dir, candidates: list[str]) -> None:
+        import subprocess
+        import tempfile
+        import threading
+
+        self.onnx_path, self.size, self.threads, self.cache_dir = onnx_path, int(size), threads, cache_dir
+        self.candidates = list(candidates)
+        self.name = "onnxruntime-fp32"
+        self._run = make_runner(self.name, onnx_path, threads, cache_dir)
+        self._lock = threading.Lock()
+        self._err = tempfile.TemporaryFile()
+        self._proc = subprocess.Popen(_calibration_command(onnx_path, size, threads, cache_dir, candidates),
+                                      stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=self._err)
+        self._thread = None
+        self._shape = None
+        self.record: dict | None = None
+        self.done = False
+
+    def __call__(self, x: np.ndarray):
+        self._shape = x.shape
+        if not self.done and self._thread is None and self._proc.poll() is not None:
+            self._finished()
+        with self._lock:
+            run = self._run
+        return run(x)
+
+    def wait(self, timeout: float = 300.0) -> None:
+        """Block until the calibration and any move are done (tests, benchmarks)."""
+        self._proc.wait(timeout)
+        if self._thread is None and not self.done:
+            self._finished()
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def _finished(self) -> None:
+        import threading
+
+        path = cache_path(self.onnx_path, self.size, self.threads, self.cache_dir)
+        rc = self._proc.returncode
+        try:
+            if rc != 0:
+                raise OSError(f"exit status {rc}")
+            rec = json.loads(path.read_text())
+        except (OSError, ValueError) as e:
+            self._err.seek(0)
+            last = (self._err.read().decode(errors="replace").strip().splitlines() or [""])[-1][:200]
+            LOG.warning("backend calibration failed (%s%s): staying on onnxruntime-fp32", e, f": {last}" if last else "")
+            self.done = True
+            return
+        rec["cached"] = False
+        results = {n: r for n, r in rec["results"].items() if n in self.candidates}
+        name = choose({"results": results})
+        self.record = {**rec, "results": results, "chosen": name}
+        LOG.info("backend: calibration done: %s", summary(self.record))
+        if name == self.name:
+            self.done = True
+            return
+        self._thread = threading.Thread(target=self.adopt, args=(name,), name="posestream-backend-switch", daemon=True)
+        self._thread.start()
+
+    def adopt(self, name: str) -> None:
+        """Build ``name``'s runner, run it once on the current shape, then serve with it."""
+        try:
+            run = make_runner(name, self.onnx_path, self.threads, self.cache_dir)
+            if self._shape is not None:
+                run(np.zeros(self._shape, np.float32))
+        except Exception as e:  # noqa: BLE001 - a candidate that fails to build leaves the working one in place
+            LOG.warning("backend: could not move to %s (%s): staying on %s", name, e, self.name)
+        else:
+            with self._lock:
+                self._run, self.name = run, name
+            LOG.info("backend: now %s", name)
+        self.done = True
+
+    def close(self) -> None:
+        if self._proc.poll() is None:
+            self._proc.terminate()
+            self._proc.wait(10)
 
 
 def eligible(name: str, r: dict) -> tuple[bool, str]:

@@ -156,11 +156,14 @@ def check_kind(meta: dict, where, kind: str) -> None:
         raise ValueError(f"{what} {_KIND_HINT.get(got, got)}")
 
 
-def load_network(cfg: InferConfig, kind: str = "bottomup"):
+def load_network(cfg: InferConfig, kind: str = "bottomup", background_calibration: bool = False):
     """-> (run(x: (B,3,H,W) float32 ndarray) -> the network's output ndarrays, meta, description).
 
     ``kind``: the model kind the caller needs (``bottomup`` for ``--model``, ``topdown`` for the
-    refinement); another kind is a ValueError that says which flag takes it."""
+    refinement); another kind is a ValueError that says which flag takes it.
+    ``background_calibration``: on a host where ``--backend auto`` has not measured this model and
+    size yet, start on ONNX Runtime fp32 and move to the fastest eligible candidate when the
+    measurement (in a child process) is done, instead of waiting for it (the pipeline does this)."""
     from posestream.models.checkpoint import CheckpointError, load_checkpoint
     from posestream.models.export import ExportError, export_onnx, onnx_session, read_onnx_meta
     from posestream.models.registry import build_model, list_models
@@ -242,7 +245,7 @@ def load_network(cfg: InferConfig, kind: str = "bottomup"):
             return tuple(sess.run(None, {"image": x}))
 
         return run, meta, f"{desc}, ONNX Runtime ({providers[0]})"
-    return _cpu_network(cfg, backend, path, meta, desc)
+    return _cpu_network(cfg, backend, path, meta, desc, background_calibration)
 
 
 def _with_graph_decode(model, meta: dict):
@@ -256,8 +259,10 @@ def _with_graph_decode(model, meta: dict):
     return g, g.meta()
 
 
-def _cpu_network(cfg: InferConfig, backend: str, onnx_path: Path, meta: dict, desc: str):
-    """The CPU backend: forced by --backend / --precision, or the fastest eligible one measured here."""
+def _cpu_network(cfg: InferConfig, backend: str, onnx_path: Path, meta: dict, desc: str, background: bool = False):
+    """The CPU backend: forced by --backend / --precision, or the fastest eligible one measured here
+    (``background``: when it has not been measured yet, start on ONNX Runtime fp32 at once and
+    measure in a child process, see :class:`stream.backends.BackgroundCalibration`)."""
     from . import backends as B
 
     precision = "fp32" if cfg.precision == "auto" and backend != "auto" else cfg.precision
@@ -271,7 +276,14 @@ def _cpu_network(cfg: InferConfig, backend: str, onnx_path: Path, meta: dict, de
         cands = [n for n in B.available() if backend == "auto" or n.startswith(backend)]
         if precision == "fp32":
             cands = [n for n in cands if n.endswith("-fp32")]
-        rec = B.calibrate_isolated(onnx_path, size, cfg.threads, _cache_dir(cfg), cands)
+        cached = B._cached(B.cache_path(onnx_path, size, cfg.threads, _cache_dir(cfg)), cands)
+        if cached is None and background and len(cands) > 1:  # start now; move when the measurement is done
+            run = B.BackgroundCalibration(onnx_path, size, cfg.threads, _cache_dir(cfg), cands)
+            how = (f"onnxruntime-fp32 at {size} px while {', '.join(c for c in cands if c != run.name)} "
+                   f"{'is' if len(cands) == 2 else 'are'} measured in the background; the fastest eligible then")
+            LOG.info("backend: %s", how)
+            return run, meta, f"{desc}, ONNX Runtime (CPUExecutionProvider) fp32 [{how}]"
+        rec = cached or B.calibrate_isolated(onnx_path, size, cfg.threads, _cache_dir(cfg), cands)
         name = B.choose({"results": {n: r for n, r in rec["results"].items() if n in cands}})
         how = B.summary({**rec, "chosen": name})
         LOG.info("backend: %s", how)
@@ -349,7 +361,7 @@ class InferenceStage:
         from .cli import UserError
 
         try:
-            run, self.meta, self.description = load_network(self.cfg)
+            run, self.meta, self.description = load_network(self.cfg, background_calibration=True)
         except (ValueError, FileNotFoundError, CheckpointError) as e:  # a model that cannot be used: the user's input
             raise UserError(" ".join(str(e).split())) from None
         self.predictor = Predictor(run, self.meta, DecoderConfig.from_dict(self.cfg.decoder), self.cfg.input_size)
@@ -375,4 +387,7 @@ class InferenceStage:
         return frame
 
     def close(self) -> None:
+        run = getattr(self.predictor, "run", None)
+        if hasattr(run, "close"):  # a background calibration still measuring
+            run.close()
         self.predictor = None

@@ -94,3 +94,39 @@ def test_forced_choices_say_what_cannot_run(monkeypatch):
         B.make_runner("openvino-bf16", "unused.onnx")
     with pytest.raises(ValueError, match="bf16 arithmetic"):
         load_network(InferConfig(backend="openvino", precision="bf16"))
+
+
+def test_a_cold_pipeline_start_serves_at_once_and_moves_after_the_background_measurement(tmp_path):
+    cfg = InferConfig(backend="auto", input_size=128, cache_dir=str(tmp_path))
+    run, _, desc = load_network(cfg, background_calibration=True)
+    assert isinstance(run, B.BackgroundCalibration) and "measured in the background" in desc, desc
+    x = np.random.default_rng(2).standard_normal((1, 3, 128, 128)).astype(np.float32)
+    ref = run(x)  # served by ONNX Runtime fp32 while the child measures
+    assert run.name == "onnxruntime-fp32"
+    run.wait(120)
+    assert run.done and run.record is not None
+    assert run.name == run.record["chosen"] and run.name.endswith("-fp32")
+    files = list((tmp_path / "backends").glob("*.json"))
+    assert len(files) == 1 and set(json.loads(files[0].read_text())["results"]) == set(B.available())
+    assert max(float(np.abs(a - b).max()) for a, b in zip(maps(run(x)), maps(ref))) <= B.FP32_TOLERANCE
+    # the move itself: another candidate is built, run once on the last shape, then serves
+    run.adopt("openvino-fp32")
+    assert run.name == "openvino-fp32"
+    assert max(float(np.abs(a - b).max()) for a, b in zip(maps(run(x)), maps(ref))) <= B.FP32_TOLERANCE
+    # the next start reads the measurement: no background run
+    again, _, desc2 = load_network(cfg, background_calibration=True)
+    assert not isinstance(again, B.BackgroundCalibration) and "cached" in desc2
+
+
+def test_a_failed_background_measurement_keeps_onnxruntime(tmp_path, caplog):
+    import logging
+
+    cfg = InferConfig(backend="auto", input_size=128, cache_dir=str(tmp_path))
+    run, _, _ = load_network(cfg, background_calibration=True)
+    run._proc.kill()  # the measuring child dies
+    with caplog.at_level(logging.WARNING, logger="posestream.stream.backends"):
+        run.wait(30)
+    assert run.done and run.name == "onnxruntime-fp32"
+    assert "backend calibration failed" in caplog.text and "staying on onnxruntime-fp32" in caplog.text
+    x = np.zeros((1, 3, 128, 128), np.float32)
+    assert len(run(x)) == 5
