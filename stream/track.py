@@ -10,7 +10,8 @@ passed in, so either can be swapped without touching the bookkeeping.
 Smoothing is the One Euro filter (Casiez, Roussel, Vogel, "1€ Filter: A Simple Speed-based
 Low-pass Filter for Noisy Input in Interactive Systems", CHI 2012): a first-order low-pass whose
 cutoff rises with the (low-passed) speed, so a still pose is smoothed hard and a moving one lags
-little. Its rate comes from the capture timestamps of successive calls, never from a nominal
+little. Its rate comes from the timestamps of successive calls (in the pipeline: a file's media time, a
+live source's capture time; :func:`frame_time_ns`), never from a nominal
 frame rate, so dropped frames and irregular sources are handled (MediaPipe's
 ``one_euro_filter.cc`` does the same).
 
@@ -662,6 +663,16 @@ class Tracker:
         return ids, out.astype(np.float32)
 
 
+def frame_time_ns(frame: Frame) -> int:
+    """The time the tracker's filters see for a frame: a recorded source's (file, image folder)
+    media time when it has one, so that a file gives the same tracks however fast it is decoded
+    and processed (the capture clock of a file read faster than real time is the decoder's pace,
+    bursty behind a lossless pipeline); a live source's capture time."""
+    if frame.pts is not None and frame.info.get("kind") in ("file", "images"):
+        return int(round(float(frame.pts) * 1e9))
+    return frame.t_capture_ns
+
+
 class TrackStage:
     """Pipeline stage: one :class:`Tracker` per source; the runner calls ``reset(source_id)`` when
     that source starts a new epoch and ``end(source_id)`` at its end of stream.
@@ -699,7 +710,7 @@ class TrackStage:
         if frame.eos or frame.people is None:
             return frame
         people = frame.people
-        ids, smoothed = self._tracker(frame.source_id).update(people.keypoints, people.scores, frame.t_capture_ns)
+        ids, smoothed = self._tracker(frame.source_id).update(people.keypoints, people.scores, frame_time_ns(frame))
         people.track_ids = ids
         people.keypoints = smoothed
         return frame
