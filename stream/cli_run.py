@@ -33,7 +33,8 @@ FLAGS = {("sink", "serve"): "--serve", ("sink", "publish"): "--publish", ("sink"
          ("infer", "device"): "--device",
          ("infer", "input_size"): "--input-size", ("infer", "fp16"): "--fp16", ("sink", "record"): "--record",
          ("sink", "jsonl"): "--jsonl", ("sink", "show"): "--show", ("policy",): "--policy",
-         ("summary",): "--summary", ("stop_timeout",): "--stop-timeout", ("refine", "enabled"): "--refine"}
+         ("summary",): "--summary", ("stop_timeout",): "--stop-timeout", ("refine", "enabled"): "--refine",
+         ("workers",): "--workers"}
 
 # --preset: settings applied under everything else (config file, --set, flags)
 PRESETS = {"fast": {"infer": {"input_size": 256}},
@@ -88,6 +89,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--realtime", action="store_true", help="read files at their own pace, like a camera")
     p.add_argument("--stop-timeout", type=float, default=None, metavar="S",
                    help="on a stop signal, drain the frames in flight for at most S seconds (default 5)")
+    p.add_argument("--workers", type=int, default=None, metavar="N",
+                   help="inference processes fed from one queue (ZeroMQ load balancing; default 1); frames "
+                        "reach tracking in their order (lossless) or newest first (live); config key: workers")
     p.add_argument("--quiet", action="store_true", help="no status line")
     p.add_argument("--infer-delay-ms", type=float, default=None, help=argparse.SUPPRESS)  # tests of the live policy
 
@@ -194,6 +198,9 @@ def build_config(args: argparse.Namespace, origin: dict | None = None, locs=None
         origin[("stop_timeout",)] = "--stop-timeout"
     if args.quiet:
         cfg.status_interval = 0
+    if getattr(args, "workers", None) is not None:
+        cfg.workers = args.workers
+        origin[("workers",)] = "--workers"
     try:
         cfg.__post_init__()  # the flags' values go through the same checks
     except ConfigError:

@@ -77,6 +77,7 @@ class PipelineConfig:
     status_interval: float = 1.0         # seconds between status lines (0: none)
     startup_timeout: float = 120.0       # seconds for every process to be ready (model load, sources open)
     stop_timeout: float = 5.0            # seconds a stop may drain the frames in flight before it aborts
+    workers: int = 1                     # inference processes fed from one queue (stream/pool.py)
 
     def __post_init__(self) -> None:
         if self.policy not in ("auto", "live", "lossless"):
@@ -85,6 +86,11 @@ class PipelineConfig:
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not lo <= v <= 86400:
                 raise ValueError(f"{name} must be a number of seconds in [{lo:g}, 86400], got {v!r}")
+        from .pool import MAX_WORKERS
+
+        w = self.workers
+        if isinstance(w, bool) or not isinstance(w, int) or not 1 <= w <= MAX_WORKERS:
+            raise ValueError(f"workers must be an integer in [1, {MAX_WORKERS}], got {w!r}")
 
     @classmethod
     def from_dict(cls, d: dict | None) -> "PipelineConfig":
@@ -281,6 +287,7 @@ class Supervisor:
         self.errors: list[str] = []
         self.progress: dict = {}
         self.failed: str | None = None
+        self.workers_lost: list[str] = []    # pool workers that died while the others carried on
         self.signal: int | None = None       # the signal that stopped the run
         self.stop_requests = 0
         self._t_stop: float | None = None
@@ -457,14 +464,30 @@ class Supervisor:
         if (cfg.refine or {}).get("enabled"):
             infer_chain.append(["posestream.stream.stages:refine_stage",
                                 {"config": cfg.refine, "infer": cfg.infer, "live": self.policy == "live"}])
+        pool = cfg.workers > 1
+        reorder = None
+        if pool:
+            from .pool import credits_for
+
+            acks = ipc_address(folder, "acks") if self.policy == "lossless" else None
+            reorder = {"workers": cfg.workers, "acks": acks}
         specs = [
             StageSpec("output", out_chain, a["output"], None, self.policy, n, wait_meta=True, folder=folder,
                       terminal=True),
             StageSpec("track", [["posestream.stream.stages:track_stage", {"config": cfg.track}]], a["track"],
-                      a["output"], self.policy, n, wait_meta=True, folder=folder, keep_image=keep),
-            StageSpec("infer", infer_chain, a["infer"],
-                      a["track"], self.policy, n, folder=folder, keep_image=keep),
+                      a["output"], self.policy, n, wait_meta=True, folder=folder, keep_image=keep, reorder=reorder),
         ]
+        if not pool:
+            specs.append(StageSpec("infer", infer_chain, a["infer"], a["track"], self.policy, n, folder=folder,
+                                   keep_image=keep))
+        else:  # capture -> dispatch (ZeroMQ's load-balancing broker) -> infer0..N-1 -> track (reorder)
+            pool_addr = ipc_address(folder, "pool")
+            specs.append(StageSpec("dispatch", [], a["infer"], None, self.policy, n, folder=folder, role="dispatch",
+                                   pool={"address": pool_addr, "acks": reorder["acks"], "workers": cfg.workers}))
+            for w in range(cfg.workers):
+                specs.append(StageSpec(f"infer{w}", infer_chain, pool_addr, a["track"], self.policy, n,
+                                       folder=folder, keep_image=keep,
+                                       pool={"index": w, "credits": credits_for(self.policy)}))
         for i, src in enumerate(cfg.sources):
             specs.append(StageSpec(f"capture{i}", [["posestream.stream.stages:capture_stage",
                                                     {"source": str(src), "source_id": i,
@@ -494,10 +517,10 @@ class Supervisor:
             if time.monotonic() > deadline:
                 raise PipelineError(f"stages {sorted(names - set(self.ready))} did not start within "
                                     f"{self.cfg.startup_timeout:.0f} s")
-        model = (self.ready.get("infer", {}).get("meta") or {}).get("model") or {}
+        model = (self._infer_ready().get("meta") or {}).get("model") or {}
         if self.cfg.status_interval and model:
             print(f"posestream: model {model.get('description', model.get('arch'))}", file=self.out)
-            refine = (self.ready.get("infer", {}).get("meta") or {}).get("refine") or {}
+            refine = (self._infer_ready().get("meta") or {}).get("refine") or {}
             if refine:
                 cap = "every person" if refine.get("max_people") is None else f"up to {refine['max_people']} people per frame"
                 print(f"posestream: refining {cap} with {refine.get('description')}", file=self.out)
@@ -554,12 +577,29 @@ class Supervisor:
                     self.errors.append(f"stage output (pid {p.pid}) died ({self._how(p)})")
                 continue
             how = self._how(p)
+            if self._is_worker(name):
+                # its end-of-stream markers, in its place: tracking waits for every worker's
+                w = int(name[len("infer"):])
+                self._send_eos(self._addr("track"), range(len(self.cfg.sources)), info={"worker": w})
+                dispatch = self.procs.get("dispatch")
+                others = [n for n, q in self.procs.items() if self._is_worker(n) and q.is_alive()]
+                if others and dispatch is not None and dispatch.is_alive():
+                    self.workers_lost.append(f"{name} (pid {p.pid}, {how})")
+                    what = ("the frames it held go to the other workers" if self.policy == "lossless"
+                            else "the other workers carry on")
+                    print(f"posestream: worker {name} died ({how}); {what}", file=self.out, flush=True)
+                    continue
             self.errors.append(f"stage {name} (pid {p.pid}) died ({how})")
             if self.failed is None:
                 self.failed = name
                 print(f"posestream: stage {name} died ({how}); finishing the recording", file=self.out)
             self.control.stop.set()
-            if name in STAGES:
+            if name == "dispatch":   # the broker: every worker's markers, past the pool
+                for w in range(self.cfg.workers):
+                    self._send_eos(self._addr("track"), range(len(self.cfg.sources)), info={"worker": w})
+            elif self._is_worker(name):
+                pass   # its markers went to tracking above
+            elif name in STAGES:
                 self._end_past(name)
             else:  # a capture process: end its source's stream in its place
                 self._send_eos(self._addr("infer"), [int(name[len("capture"):])])
@@ -589,11 +629,21 @@ class Supervisor:
         if spec.out_addr is not None:
             self._send_eos(spec.out_addr, range(len(self.cfg.sources)))
 
-    def _send_eos(self, address: str, source_ids) -> None:
+    @staticmethod
+    def _is_worker(name: str) -> bool:
+        """A pool worker's process name (``infer0``, ``infer1``, ...; ``--workers 1`` runs ``infer``)."""
+        return name.startswith("infer") and name[len("infer"):].isdigit()
+
+    def _infer_ready(self) -> dict:
+        """The ``ready`` message of the (first) inference process."""
+        return self.ready.get("infer") or self.ready.get("infer0") or {}
+
+    def _send_eos(self, address: str, source_ids, info: dict | None = None) -> None:
         tx = Sender(self._ctx, address, "lossless", shm=False)
         for i in source_ids:
             try:
-                tx.send(Frame(source_id=i, frame_id=-1, t_capture_ns=now_ns(), eos=True), timeout_ms=2000)
+                tx.send(Frame(source_id=i, frame_id=-1, t_capture_ns=now_ns(), eos=True, info=dict(info or {})),
+                        timeout_ms=2000)
             except TimeoutError:
                 break
         tx.sock.setsockopt(zmq.LINGER, 500)
@@ -650,10 +700,10 @@ class Supervisor:
             per_source.append({"source": str(s), "frames_in": c.get("captured", 0), "frames_out": o.get("frames_out", 0),
                                "gaps": o.get("gaps", 0), "reconnects": c.get("reconnects", 0),
                                "outages": c.get("outages", 0), "outage_s": round(c.get("outage_s", 0.0), 3)})
-        model = (self.ready.get("infer", {}).get("meta") or {}).get("model") or {}
+        model = (self._infer_ready().get("meta") or {}).get("model") or {}
         interrupted = self.signal is not None or self.stop_requests > 0
         errors = list(self.errors) + [f"output {name}: {msg}" for name, msg in (out.get("sink_errors") or {}).items()]
-        return {
+        summary = {
             "policy": self.policy, "sources": [str(s) for s in self.cfg.sources], "wall_s": wall_s,
             "frames_in": sum(v.get("captured", 0) for v in caps.values()), "frames_out": out.get("frames_out", 0),
             "frames_dropped": dropped, "frame_id_gaps": out.get("frame_id_gaps", 0), "fps_out": out.get("fps"),
@@ -664,5 +714,15 @@ class Supervisor:
             "interrupted": interrupted, "signal": signal.Signals(self.signal).name if self.signal else None,
             "aborted": self._t_abort is not None, "failed_stage": self.failed, "errors": errors,
             "model": model.get("description", ""),
-            "refine": ((self.ready.get("infer", {}).get("meta") or {}).get("refine") or {}).get("description"),
+            "refine": ((self._infer_ready().get("meta") or {}).get("refine") or {}).get("description"),
+            "workers": self.cfg.workers,
         }
+        if self.cfg.workers > 1:
+            d = self.stats.get("dispatch", {})
+            track = self.stats.get("track", {})
+            summary["pool"] = {"dispatched": d.get("dispatched", 0), "sent_again": d.get("resent", 0),
+                               "per_worker": d.get("per_worker", {}), "workers_lost": list(self.workers_lost),
+                               "reorder_held_max": track.get("reorder_held_max", 0),
+                               "stale_dropped": track.get("reorder_stale", 0),
+                               "duplicates": track.get("reorder_duplicates", 0)}
+        return summary

@@ -71,6 +71,11 @@ class StageSpec:
         folder: the pipeline's private folder (removed by an orphaned process).
         keep_image: send images on (False when no later stage needs them).
         terminal: measure output latency, fps and gaps; report progress.
+        role: ``stage`` (the loop above) or ``dispatch`` (the worker pool's broker, :mod:`stream.pool`;
+            ``pool`` then holds ``{"address", "acks", "workers"}``).
+        pool: for a pool worker, ``{"index", "credits"}``: its input is the broker (``in_addr``).
+        reorder: for the process after a pool, ``{"workers", "acks"}``: its input restores
+            per-source order (:class:`stream.pool.Reorder`).
     """
 
     name: str
@@ -83,6 +88,9 @@ class StageSpec:
     folder: str | None = None
     keep_image: bool = True
     terminal: bool = False
+    role: str = "stage"
+    pool: dict | None = None
+    reorder: dict | None = None
 
 
 class _Flag:
@@ -367,13 +375,27 @@ def stage_main(spec: StageSpec, status_addr: str, control: Control, parent_pid: 
         return halted() or control.stop.is_set()
 
     try:
+        if spec.role == "dispatch":
+            from .pool import dispatch_main
+
+            status.send("stats", **dispatch_main(spec, ctx, status, halted))
+            return
         stages = [_build(f, kw) for f, kw in spec.stages]
         if capture:
             inp = _SourceInput(stages[0])
             # a source blocked in a read or a reconnection wait is told to stop from this thread
             threading.Thread(target=_stop_source_when, args=(stages[0], stopped), daemon=True).start()
+        elif spec.pool is not None:   # a pool worker: frames from the broker
+            from .pool import PoolReceiver
+
+            rx = PoolReceiver(ctx, spec.in_addr, int(spec.pool["index"]), int(spec.pool["credits"]))
+            inp = _LinkInput(rx)
         else:
             rx = Receiver(ctx, spec.in_addr, spec.policy)
+            if spec.reorder is not None:   # after a pool: per-source order restored
+                from .pool import Reorder
+
+                rx = Reorder(rx, int(spec.reorder["workers"]), spec.policy, ctx, spec.reorder.get("acks"))
             inp = _LinkInput(rx)
         tx = Sender(ctx, spec.out_addr, spec.policy) if spec.out_addr else None
         meta: dict = {}
@@ -447,7 +469,7 @@ def stage_main(spec: StageSpec, status_addr: str, control: Control, parent_pid: 
             extra = stages[0].summary()
         status.send("stats", received=rx.received if rx else 0, dropped=rx.dropped if rx else 0,
                     dropped_send=tx.dropped if tx else 0, late=stats.late, **stats.summary(), **extra,
-                    **_stage_summaries(opened))
+                    **_stage_summaries(opened), **(rx.summary() if hasattr(rx, "summary") else {}))
     except Exception as e:  # one line to the supervisor; the traceback only in debug logs
         LOG.debug("stage %s failed:\n%s", spec.name, traceback.format_exc())
         user = bool(getattr(e, "user_error", False))
@@ -487,7 +509,8 @@ def _finish(spec, opened, ended, tx, status, code, halted, capture_stages) -> in
                 code = code or 1
         if tx is not None:
             eos = capture_stages[0].eos_frame() if capture_stages else Frame(
-                source_id=sid, frame_id=-1, t_capture_ns=now_ns(), eos=True)
+                source_id=sid, frame_id=-1, t_capture_ns=now_ns(), eos=True,
+                info={"worker": int(spec.pool["index"])} if spec.pool is not None else {})
             try:
                 tx.send(eos, timeout_ms=2000 if not halted() else 200)
             except TimeoutError:

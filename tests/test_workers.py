@@ -1,0 +1,200 @@
+"""`posestream run --workers N` (stream/pool.py): N inference processes fed by ZeroMQ's
+load-balancing broker, per-source order restored before tracking. End to end with real processes,
+real ZeroMQ and a real clip (the first frames of vtest.avi), plus the reorder buffer on its own."""
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from conftest import make_clip
+
+from posestream.stream.messages import Frame, People
+from posestream.stream.pool import Reorder
+
+REPO = Path(__file__).resolve().parents[1]
+FAST = ["--input-size", "128", "--quiet"]
+N = 40
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory):
+    return make_clip(tmp_path_factory.mktemp("workers") / "clip.mp4", N)
+
+
+@pytest.fixture(scope="module")
+def reference(clip, tmp_path_factory):
+    """The --workers 1 run: its JSONL lines and summary."""
+    out = tmp_path_factory.mktemp("ref") / "w1.jsonl"
+    r = posestream("run", "--source", str(clip), "--jsonl", str(out), "--workers", "1", *FAST)
+    assert r.returncode == 0, r.stderr[-2000:]
+    s = summary_of(r.stdout)
+    assert s["workers"] == 1 and "pool" not in s and s["frames_out"] == N
+    return lines_of(out), s
+
+
+def posestream(*args, timeout=300):
+    return subprocess.run([sys.executable, "-m", "posestream", *args], capture_output=True, text=True,
+                          timeout=timeout, cwd=REPO)
+
+
+def summary_of(stdout: str) -> dict:
+    return json.loads(stdout[stdout.index("{"):])
+
+
+def lines_of(path) -> list[dict]:
+    """The JSONL records without ``t_capture_ns`` (the monotonic clock when the frame was decoded:
+    different in every run, whatever the number of workers)."""
+    out = []
+    for line in Path(path).read_text().splitlines():
+        d = json.loads(line)
+        d.pop("t_capture_ns")
+        out.append(d)
+    return out
+
+
+def test_two_workers_write_the_same_jsonl_as_one(clip, reference, tmp_path):
+    ref, _ = reference
+    r = posestream("run", "--source", str(clip), "--jsonl", str(tmp_path / "w2.jsonl"), "--workers", "2", *FAST)
+    assert r.returncode == 0, r.stderr[-2000:]
+    s = summary_of(r.stdout)
+    assert s["policy"] == "lossless" and s["workers"] == 2
+    assert s["frames_in"] == s["frames_out"] == N and s["frames_dropped"] == 0
+    pool = s["pool"]
+    assert pool["dispatched"] == N and pool["sent_again"] == 0 and pool["duplicates"] == 0
+    assert sorted(pool["per_worker"]) == ["w0", "w1"] and all(v > 0 for v in pool["per_worker"].values()), pool
+    got = lines_of(tmp_path / "w2.jsonl")
+    assert len(got) == len(ref) == N
+    assert [x["frame_id"] for x in got] == list(range(N))
+    for i, (a, b) in enumerate(zip(ref, got)):
+        assert a == b, f"line {i} differs"
+    assert sum(len(x["people"]) for x in got) > N  # vtest's pedestrians: the lines are not empty
+    assert s["stage_latency_ms"]["infer"]["p50"] is not None
+
+
+def test_workers_option_is_checked_before_anything_runs():
+    r = posestream("run", "--source", "x.mp4", "--workers", "0", *FAST, timeout=60)
+    assert r.returncode == 2 and r.stderr.strip().splitlines()[-1].startswith("posestream run: error: --workers")
+    assert "Traceback" not in r.stderr
+
+
+def _pids(proc, names, timeout=90):
+    deadline, pids, seen = time.time() + timeout, {}, []
+    pat = re.compile(r"stage (\w+) ready \(pid (\d+)\)")
+    while time.time() < deadline and not set(names) <= set(pids):
+        line = proc.stderr.readline()
+        seen.append(line)
+        m = pat.search(line)
+        if m:
+            pids[m.group(1)] = int(m.group(2))
+    assert set(names) <= set(pids), "".join(seen[-20:])
+    return pids
+
+
+def test_a_killed_worker_loses_no_frame_and_no_order(clip, reference, tmp_path):
+    """Lossless: SIGKILL one of two workers mid-run; the frames it held are sent again to the
+    other, the output is the --workers 1 output. The pool size comes from the YAML config here."""
+    ref, _ = reference
+    cfg = tmp_path / "pipeline.yaml"
+    cfg.write_text("workers: 2\n")
+    out = tmp_path / "k.jsonl"
+    # ~100 ms per frame and worker: 40 frames take ~2 s, the kill lands mid-run
+    p = subprocess.Popen([sys.executable, "-m", "posestream", "-v", "run", "--source", str(clip), "--jsonl", str(out),
+                          "--config", str(cfg), "--infer-delay-ms", "100", *FAST],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO)
+    try:
+        pids = _pids(p, ["infer0", "infer1", "dispatch"])
+        deadline = time.time() + 60
+        while time.time() < deadline and (not out.exists() or len(out.read_text().splitlines()) < 8):
+            time.sleep(0.05)
+        assert len(out.read_text().splitlines()) < N - 5, "the run ended before the kill"
+        os.kill(pids["infer1"], signal.SIGKILL)
+        stdout, stderr = p.communicate(timeout=120)
+    finally:
+        if p.poll() is None:
+            p.kill()
+    assert p.returncode == 0, stderr[-2000:]
+    assert "worker infer1 died (signal SIGKILL)" in stderr
+    s = summary_of(stdout)
+    assert s["failed_stage"] is None and s["frames_in"] == s["frames_out"] == N
+    assert s["pool"]["workers_lost"] and s["pool"]["workers_lost"][0].startswith("infer1")
+    got = lines_of(out)
+    assert [x["frame_id"] for x in got] == list(range(N))
+    assert got == ref
+
+
+def test_live_pool_keeps_the_newest_frame_and_counts_every_drop(tmp_path):
+    # a 10 fps camera-paced file, ~150 ms per frame in each of two workers: frames are dropped,
+    # none is passed on after a newer one of its source, and every captured frame is out or counted
+    clip = make_clip(tmp_path / "c30.mp4", 30)
+    r = posestream("run", "--source", str(clip), "--realtime", "--policy", "live", "--infer-delay-ms", "150",
+                   "--model", "lite", "--workers", "2", "--jsonl", str(tmp_path / "l.jsonl"), *FAST)
+    assert r.returncode == 0, r.stderr[-2000:]
+    s = summary_of(r.stdout)
+    assert s["policy"] == "live" and s["frames_in"] == 30
+    assert s["frames_out"] + s["frames_dropped"] == 30 and s["frames_dropped"] > 0, s
+    assert sum(s["pool"]["per_worker"].values()) == s["pool"]["dispatched"] and len(s["pool"]["per_worker"]) == 2
+    ids = [json.loads(x)["frame_id"] for x in (tmp_path / "l.jsonl").read_text().splitlines()]
+    assert len(ids) == s["frames_out"] and all(b > a for a, b in zip(ids, ids[1:]))
+    assert s["capture_to_output_ms"]["p95"] < 1000
+
+
+# -- the reorder buffer alone ---------------------------------------------------------------------------
+
+
+class _Link:
+    """A stand-in for the track process's Receiver: hands out a fixed list of frames."""
+
+    def __init__(self, frames):
+        self.frames = list(frames)
+        self.received = self.dropped = 0
+
+    def recv(self, timeout_ms=None):
+        if not self.frames:
+            return None
+        self.received += 1
+        return self.frames.pop(0)
+
+    def close(self):
+        pass
+
+
+def _f(sid, seq):
+    return Frame(source_id=sid, frame_id=seq, t_capture_ns=seq, info={"seq": seq},
+                 people=People.empty())
+
+
+def _eos(sid, worker):
+    return Frame(source_id=sid, frame_id=-1, t_capture_ns=0, eos=True, info={"worker": worker})
+
+
+def _drain(r):
+    out = []
+    while (f := r.recv(0)) is not None:
+        out.append(f)
+    return out
+
+
+def test_reorder_lossless_restores_exact_order_per_source_and_drops_duplicates():
+    arrivals = [_f(0, 1), _f(1, 0), _f(0, 2), _f(0, 0), _f(1, 2), _f(0, 1), _f(1, 1), _eos(0, 0), _f(0, 3),
+                _eos(1, 1), _eos(0, 1), _eos(1, 0)]
+    r = Reorder(_Link(arrivals), 2, "lossless")
+    out = _drain(r)
+    per = {s: [(f.frame_id, f.eos) for f in out if f.source_id == s] for s in (0, 1)}
+    assert per[0] == [(0, False), (1, False), (2, False), (3, False), (-1, True)]
+    assert per[1] == [(0, False), (1, False), (2, False), (-1, True)]
+    assert r.duplicates == 1 and r.dropped == 0 and all("seq" not in f.info for f in out)
+    # a source's end waits for every worker's marker
+    assert [i for i, f in enumerate(out) if f.eos and f.source_id == 0][0] > [i for i, f in enumerate(out)
+                                                                               if f.frame_id == 3][0]
+
+
+def test_reorder_live_passes_the_newest_and_counts_older_frames_as_drops():
+    r = Reorder(_Link([_f(0, 0), _f(0, 2), _f(0, 1), _f(1, 0), _f(0, 3), _f(0, 2)]), 2, "live")
+    out = _drain(r)
+    assert [(f.source_id, f.frame_id) for f in out] == [(0, 0), (0, 2), (1, 0), (0, 3)]
+    assert r.stale == 2 and r.dropped == 2
