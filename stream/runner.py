@@ -379,7 +379,7 @@ def stage_main(spec: StageSpec, status_addr: str, control: Control, parent_pid: 
             from .pool import dispatch_main
 
             status.send("stats", **dispatch_main(spec, ctx, status, halted))
-            return
+            return   # the finally below closes what is open; the process exits 0
         stages = [_build(f, kw) for f, kw in spec.stages]
         if capture:
             inp = _SourceInput(stages[0])
