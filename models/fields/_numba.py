@@ -36,6 +36,25 @@ def _refine(heat, k, y, x):
 
 
 @njit(cache=True, nogil=True)
+def _peak_buffers(k_count, max_peaks):
+    """starts (K + 1,) and room for max_peaks peaks per type: ix, iy, fx, fy, score."""
+    cap = k_count * max_peaks
+    return (np.zeros(k_count + 1, np.int64), np.empty(cap, np.int64), np.empty(cap, np.int64),
+            np.empty(cap, np.float64), np.empty(cap, np.float64), np.empty(cap, np.float64))
+
+
+@njit(cache=True, nogil=True)
+def _far_from_kept(ix, iy, first, n, x, y, md2):
+    """True when (x, y) is at least sqrt(md2) cells from every peak kept so far (rows first:n)."""
+    for q in range(first, n):
+        dx = float(x - ix[q])
+        dy = float(y - iy[q])
+        if dx * dx + dy * dy < md2:
+            return False
+    return True
+
+
+@njit(cache=True, nogil=True)
 def find_peaks(heat, threshold, min_dist, max_peaks):
     """Local maxima (3x3) above ``threshold``, duplicates within ``min_dist`` cells suppressed.
 
@@ -45,13 +64,7 @@ def find_peaks(heat, threshold, min_dist, max_peaks):
         Within a type, peaks are ordered by descending score (ties: raster order).
     """
     k_count, h, w = heat.shape
-    cap = k_count * max_peaks
-    ix = np.empty(cap, np.int64)
-    iy = np.empty(cap, np.int64)
-    fx = np.empty(cap, np.float64)
-    fy = np.empty(cap, np.float64)
-    sc = np.empty(cap, np.float64)
-    starts = np.zeros(k_count + 1, np.int64)
+    starts, ix, iy, fx, fy, sc = _peak_buffers(k_count, max_peaks)
     bx = np.empty(h * w, np.int64)
     by = np.empty(h * w, np.int64)
     bs = np.empty(h * w, np.float64)
@@ -92,14 +105,7 @@ def find_peaks(heat, threshold, min_dist, max_peaks):
         for o in order:
             if n - first >= max_peaks:
                 break
-            keep = True
-            for q in range(first, n):
-                dx = float(bx[o] - ix[q])
-                dy = float(by[o] - iy[q])
-                if dx * dx + dy * dy < md2:
-                    keep = False
-                    break
-            if keep:
+            if _far_from_kept(ix, iy, first, n, bx[o], by[o], md2):
                 ix[n] = bx[o]
                 iy[n] = by[o]
                 sc[n] = bs[o]
@@ -121,13 +127,7 @@ def select_peaks(heat, cand_score, cand_index, threshold, min_dist, max_peaks):
     """
     k_count, h, w = heat.shape
     n_cand = cand_score.shape[1]
-    cap = k_count * max_peaks
-    ix = np.empty(cap, np.int64)
-    iy = np.empty(cap, np.int64)
-    fx = np.empty(cap, np.float64)
-    fy = np.empty(cap, np.float64)
-    sc = np.empty(cap, np.float64)
-    starts = np.zeros(k_count + 1, np.int64)
+    starts, ix, iy, fx, fy, sc = _peak_buffers(k_count, max_peaks)
     md2 = min_dist * min_dist
     complete = True
     n = 0
@@ -141,14 +141,7 @@ def select_peaks(heat, cand_score, cand_index, threshold, min_dist, max_peaks):
             flat = cand_index[k, c]
             y = flat // w
             x = flat - y * w
-            keep = True
-            for q in range(first, n):
-                dx = float(x - ix[q])
-                dy = float(y - iy[q])
-                if dx * dx + dy * dy < md2:
-                    keep = False
-                    break
-            if keep:
+            if _far_from_kept(ix, iy, first, n, x, y, md2):
                 ix[n] = x
                 iy[n] = y
                 sc[n] = heat[k, y, x]
