@@ -39,7 +39,19 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def _named_command(commands: dict, argv: list[str] | None) -> tuple[str, ...] | None:
+    """The command path ``argv`` names (``("run",)``, ``("bench", "pipeline")``), or None."""
+    words = [a for a in (argv or []) if not a.startswith("-")]
+    for path in commands:
+        if tuple(words[:len(path)]) == path:
+            return path
+    return None
+
+
+def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
+    """The whole parser; with ``argv`` naming one command, only that command's module is imported
+    (its options and help are the same; a start-up of ``posestream run`` skips importing the ~20
+    other command modules)."""
     parser = _Parser(
         prog="posestream", description=__doc__.strip().splitlines()[0],
         epilog="Run `posestream COMMAND --help` for a command's options.")
@@ -49,7 +61,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv: debug)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     groups: dict[tuple[str, ...], argparse._SubParsersAction] = {(): sub}
-    for path, target in sorted(_commands().items()):
+    commands = _commands()
+    named = _named_command(commands, argv)
+    if named is not None:
+        commands = {named: commands[named]}
+    for path, target in sorted(commands.items()):
         for depth in range(1, len(path)):
             prefix = path[:depth]
             if prefix not in groups:
@@ -66,7 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    parser = build_parser(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING - 10 * min(args.verbose, 2),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")

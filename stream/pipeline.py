@@ -538,7 +538,9 @@ class Supervisor:
             self.stats[stage] = msg
         elif t == "ready":
             self.ready[stage] = msg
-            LOG.info("stage %s ready (pid %s)", stage, msg.get("pid"))
+            LOG.info("stage %s ready (pid %s)%s", stage, msg.get("pid"),
+                     "".join(f", {k[2:]} +{msg[k] - self._t_start:.2f} s" for k in ("t_main", "t_built", "t_ready")
+                             if k in msg))
         elif t == "progress":
             self.progress = msg
 
@@ -716,6 +718,10 @@ class Supervisor:
             "model": model.get("description", ""),
             "refine": ((self._infer_ready().get("meta") or {}).get("refine") or {}).get("description"),
             "workers": self.cfg.workers,
+            # per process, seconds after the supervisor started it: interpreter up (main), stages
+            # imported and built (built), sources open / model loaded / outputs open (ready)
+            "startup_s": {name: {k[2:]: round(m[k] - self._t_start, 3) for k in ("t_main", "t_built", "t_ready")
+                                 if k in m} for name, m in self.ready.items()},
         }
         if self.cfg.workers > 1:
             d = self.stats.get("dispatch", {})

@@ -12,12 +12,14 @@ import math
 from collections import deque
 from dataclasses import dataclass
 
-import cv2
 import numpy as np
 
 from posestream.models.skeleton import Skeleton, get_skeleton
 from posestream.stream.messages import Frame, People, now_ns
 from posestream.models.config import from_section
+from posestream.stream.lazy import LazyModule
+
+cv2 = LazyModule("cv2")
 
 __all__ = ["draw_people", "draw_hud", "default_thickness", "RenderConfig", "RenderStage"]
 

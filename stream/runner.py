@@ -356,6 +356,7 @@ def main(argv: list[str] | None = None) -> None:
 def stage_main(spec: StageSpec, status_addr: str, control: Control, parent_pid: int,
                log_level: int = logging.WARNING) -> None:
     """Process entry point of every pipeline process."""
+    t_main = time.monotonic()
     orphan = _child_setup(log_level, parent_pid, spec.folder)
     ctx = zmq.Context()
     status = Status(ctx, status_addr, spec.name)
@@ -381,6 +382,7 @@ def stage_main(spec: StageSpec, status_addr: str, control: Control, parent_pid: 
             status.send("stats", **dispatch_main(spec, ctx, status, halted))
             return   # the finally below closes what is open; the process exits 0
         stages = [_build(f, kw) for f, kw in spec.stages]
+        t_built = time.monotonic()
         if capture:
             inp = _SourceInput(stages[0])
             # a source blocked in a read or a reconnection wait is told to stop from this thread
@@ -408,7 +410,8 @@ def stage_main(spec: StageSpec, status_addr: str, control: Control, parent_pid: 
                 st.halted = halted
             meta.update(st.open(dict(meta)) or {})
             opened.append(st)
-        status.send("ready", meta=meta)
+        # start-up timings (monotonic seconds; the supervisor reports them relative to its start)
+        status.send("ready", meta=meta, t_main=t_main, t_built=t_built, t_ready=time.monotonic())
         if tx is not None and not halted():
             _send(tx, Frame(source_id=-1, frame_id=-1, t_capture_ns=now_ns(), meta=meta), halted)
         if capture:

@@ -26,13 +26,15 @@ from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
 
-import av
-import cv2
 import numpy as np
 
 from posestream.stream.cli import UserError
 from posestream.stream.messages import Frame
 from posestream.models.config import from_section
+from posestream.stream.lazy import LazyModule
+
+av = LazyModule("av")
+cv2 = LazyModule("cv2")
 
 __all__ = ["Mp4Writer", "JsonlWriter", "SinkConfig", "Sink", "Mp4Sink", "JsonlSink", "WindowSink", "OutputStage",
            "build_sinks", "source_path", "frame_record"]

@@ -72,6 +72,26 @@ def test_onnx_export_matches_pytorch(name, tmp_path):
     assert meta["arch"] == name and meta["stride"] == model.stride and meta["skeleton"] == model.skeleton.name
 
 
+def test_metadata_read_from_the_file_bytes_equals_onnx_runtimes(tmp_path):
+    """read_onnx_meta parses metadata_props straight from the protobuf (no session); it must agree
+    with ONNX Runtime's view, and a file it cannot parse still gets ONNX Runtime's error."""
+    from posestream.models.export import META_KEY, _metadata_props, export_onnx, onnx_session, read_onnx_meta
+
+    torch.manual_seed(0)
+    model = build_model("lite").eval()
+    path = tmp_path / "lite.onnx"
+    export_onnx(model, path, input_hw=tuple(small_input(model).shape[2:]))
+    props = _metadata_props(path)
+    assert props == dict(onnx_session(path).get_modelmeta().custom_metadata_map) and META_KEY in props
+    assert read_onnx_meta(path)["arch"] == "lite"
+    bad = tmp_path / "cut.onnx"
+    bad.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    with pytest.raises(ValueError):
+        _metadata_props(bad)
+    with pytest.raises(Exception, match="(?i)protobuf|invalid|load|parse|fail"):
+        read_onnx_meta(bad)
+
+
 def test_se_block_hand_computed():
     from posestream.models.nets.cmu import SEBlock
 

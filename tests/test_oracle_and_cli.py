@@ -31,6 +31,29 @@ def test_help_lists_commands():
     assert "NumPy reference" in out.stdout
 
 
+def test_a_named_command_builds_only_its_own_parser():
+    """`posestream run ...` imports the run command's module alone (start-up), with the same
+    options and help as the full parser has for it."""
+    from posestream.stream.cli import _commands, build_parser
+
+    def choices(parser, path):
+        for word in path:
+            sub = next(a for a in parser._actions if a.__class__.__name__ == "_SubParsersAction")
+            parser = sub.choices[word]
+        return parser
+
+    full = build_parser()
+    for argv in (["run", "--source", "x.mp4"], ["-v", "bench", "pipeline", "--json"]):
+        path = tuple(w for w in argv if not w.startswith("-"))[: 1 if argv[0] == "run" else 2]
+        one = build_parser(argv)
+        top = next(a for a in one._actions if a.__class__.__name__ == "_SubParsersAction")
+        assert list(top.choices) == [path[0]]
+        assert choices(one, path).format_help() == choices(full, path).format_help()
+    assert len(_commands()) > 10   # and an unknown or no command gets the full parser
+    top = next(a for a in build_parser(["nosuch"])._actions if a.__class__.__name__ == "_SubParsersAction")
+    assert "run" in top.choices and "bench" in top.choices
+
+
 def test_bench_grouping_json():
     out = posestream("bench", "grouping", "--json", "--counts", "1", "5", "--repeats", "2")
     assert out.returncode == 0, out.stderr

@@ -61,6 +61,10 @@ def test_file_run_keeps_every_frame_in_order(tmp_path, clip40):
     for key in ("capture", "infer", "track", "render"):
         assert s["stage_latency_ms"][key]["p50"] is not None
     assert s["capture_to_output_ms"]["p99"] >= s["capture_to_output_ms"]["p50"] > 0
+    # start-up timings of every process, seconds after the supervisor started them, in order
+    assert set(s["startup_s"]) == {"capture0", "infer", "track", "output"}
+    for t in s["startup_s"].values():
+        assert 0 < t["main"] <= t["built"] <= t["ready"] < 120
 
 
 @pytest.mark.parametrize("args,needle", [

@@ -6,9 +6,30 @@ tests assert both return identical poses. See ``decoder.py`` for what the steps 
 from __future__ import annotations
 
 import math
+import sys
 
 import numpy as np
 from numba import njit
+
+
+def _load_numpy_support_without_blas_probe() -> None:
+    """Import Numba's NumPy support now, with SciPy's BLAS hidden from it when SciPy's linalg is not
+    loaded yet. Numba loads it at the first compilation or cache load and probes for a BLAS by
+    importing ``scipy.linalg`` (~0.2 s of every pipeline start, on the inference process's critical
+    path); these kernels use no BLAS (no ``np.dot`` / ``np.linalg``), so the probe's answer does not
+    matter to them. A later ``import scipy.linalg`` in the process works as usual."""
+    name = "scipy.linalg.cython_blas"
+    hide = "scipy.linalg" not in sys.modules and name not in sys.modules
+    if hide:
+        sys.modules[name] = None  # an import of it raises ImportError
+    try:
+        import numba.np.arraymath  # noqa: F401
+    finally:
+        if hide and sys.modules.get(name, 0) is None:
+            del sys.modules[name]
+
+
+_load_numpy_support_without_blas_probe()
 
 
 @njit(cache=True, nogil=True)
