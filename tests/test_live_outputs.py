@@ -87,14 +87,16 @@ def test_browser_websocket_subscriber_and_metrics_on_a_playing_clip(tmp_path):
                     hud = "JSON.stringify({shown: +document.getElementById('hud-shown').textContent," \
                           " video: (() => { const c = document.getElementById('video-0'); if (!c) return null;" \
                           " const r = c.getBoundingClientRect(); return [r.left, r.right, r.top, r.bottom]; })()})"
-                    async def read_hud():
-                        # the page may still be loading (the hud element not there yet): ask again
-                        for _ in range(50):
+                    async def read_hud(more_than: int = 0):
+                        # the page may still be loading (the hud element not there yet), or not have
+                        # drawn its first frame (a loaded machine): ask again, up to 15 s
+                        v = None
+                        for _ in range(150):
                             v = await browser.js(hud)
-                            if v is not None:
+                            if v is not None and json.loads(v)["shown"] > more_than:
                                 return json.loads(v)
                             await asyncio.sleep(0.1)
-                        raise AssertionError("the page never showed its hud")
+                        raise AssertionError(f"the page's hud never showed more than {more_than} frames: {v}")
 
                     t_end = time.monotonic() + 6
                     h1 = None
@@ -110,7 +112,7 @@ def test_browser_websocket_subscriber_and_metrics_on_a_playing_clip(tmp_path):
                         if h1 is None and len(records) > 20:
                             h1 = await read_hud()
                             shot = await browser.screenshot()
-                    h2 = await read_hud()
+                    h2 = await read_hud(h1["shown"]) if h1 is not None else None
                     metrics = await (await c.get(url.split("?")[0].rstrip("/") + "/metrics")).text()
                     return h1, h2, shot, metrics
 
