@@ -185,13 +185,21 @@ def fuse_pad_into_conv(proto) -> int:
     return len(removed)
 
 
-def onnx_session(path: str | os.PathLike, providers: list[str] | None = None, threads: int | None = None):
+# whether ONNX Runtime's intra-op threads spin-wait between calls (its default); the pipeline's
+# inference sets it from ``infer.spin`` (off: see stream.infer.InferConfig)
+ORT_SPINNING = True
+
+
+def onnx_session(path: str | os.PathLike, providers: list[str] | None = None, threads: int | None = None,
+                 spinning: bool | None = None):
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
     if threads:
         opts.intra_op_num_threads = threads
     opts.log_severity_level = 3
+    if not (ORT_SPINNING if spinning is None else spinning):
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return ort.InferenceSession(str(path), opts, providers=providers or ["CPUExecutionProvider"])
 
 

@@ -130,3 +130,24 @@ def test_a_failed_background_measurement_keeps_onnxruntime(tmp_path, caplog):
     assert "backend calibration failed" in caplog.text and "staying on onnxruntime-fp32" in caplog.text
     x = np.zeros((1, 3, 128, 128), np.float32)
     assert len(run(x)) == 5
+
+
+def test_infer_spin_sets_onnx_runtimes_spinning_for_the_process(tmp_path):
+    """``infer.spin`` (default off) decides whether the sessions load_network makes spin-wait."""
+    from posestream.models import export
+
+    key = "session.intra_op.allow_spinning"
+    with pytest.raises(ValueError, match="spin must be true or false"):
+        InferConfig(spin="yes")
+    before = export.ORT_SPINNING
+    try:
+        run, meta, _ = load_network(InferConfig(model="lite", backend="onnxruntime", cache_dir=str(tmp_path)))
+        assert export.ORT_SPINNING is False
+        path = next(tmp_path.glob("lite-*.onnx"))
+        assert export.onnx_session(path).get_session_options().get_session_config_entry(key) == "0"
+        load_network(InferConfig(model="lite", backend="onnxruntime", cache_dir=str(tmp_path), spin=True))
+        assert export.ORT_SPINNING is True
+        with pytest.raises(Exception):  # no entry: ONNX Runtime's default (spinning)
+            export.onnx_session(path).get_session_options().get_session_config_entry(key)
+    finally:
+        export.ORT_SPINNING = before
