@@ -78,11 +78,13 @@ class PipelineConfig:
     startup_timeout: float = 120.0       # seconds for every process to be ready (model load, sources open)
     stop_timeout: float = 5.0            # seconds a stop may drain the frames in flight before it aborts
     workers: int = 1                     # inference processes fed from one queue (stream/pool.py)
+    worker_timeout: float = 30.0         # --workers > 1: a worker that returns no frame for this long is hung (killed)
 
     def __post_init__(self) -> None:
         if self.policy not in ("auto", "live", "lossless"):
             raise ValueError(f"policy must be auto, live or lossless, got {self.policy!r}")
-        for name, lo in (("status_interval", 0.0), ("startup_timeout", 1.0), ("stop_timeout", 0.0)):
+        for name, lo in (("status_interval", 0.0), ("startup_timeout", 1.0), ("stop_timeout", 0.0),
+                         ("worker_timeout", 0.1)):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not lo <= v <= 86400:
                 raise ValueError(f"{name} must be a number of seconds in [{lo:g}, 86400], got {v!r}")
@@ -483,7 +485,8 @@ class Supervisor:
         else:  # capture -> dispatch (ZeroMQ's load-balancing broker) -> infer0..N-1 -> track (reorder)
             pool_addr = ipc_address(folder, "pool")
             specs.append(StageSpec("dispatch", [], a["infer"], None, self.policy, n, folder=folder, role="dispatch",
-                                   pool={"address": pool_addr, "acks": reorder["acks"], "workers": cfg.workers}))
+                                   pool={"address": pool_addr, "acks": reorder["acks"], "workers": cfg.workers,
+                                         "timeout": float(cfg.worker_timeout)}))
             for w in range(cfg.workers):
                 specs.append(StageSpec(f"infer{w}", infer_chain, pool_addr, a["track"], self.policy, n,
                                        folder=folder, keep_image=keep,
@@ -728,6 +731,7 @@ class Supervisor:
             track = self.stats.get("track", {})
             summary["pool"] = {"dispatched": d.get("dispatched", 0), "sent_again": d.get("resent", 0),
                                "per_worker": d.get("per_worker", {}), "workers_lost": list(self.workers_lost),
+                               "workers_hung": d.get("workers_hung", []),
                                "reorder_held_max": track.get("reorder_held_max", 0),
                                "stale_dropped": track.get("reorder_stale", 0),
                                "duplicates": track.get("reorder_duplicates", 0)}

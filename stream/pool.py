@@ -30,6 +30,9 @@ Processes and links (N > 1; ``--workers 1`` keeps the plain capture -> infer -> 
   goes out only once every frame of it was passed on. The supervisor sends the dead worker's
   end-of-stream markers in its place. The output has every frame, in order, as with one worker.
   Live: a dead worker's frames are lost (gaps), the others carry on.
+* **A worker that hangs**: the broker notes when it sent each frame; a worker whose oldest frame
+  has had no credit back for ``worker_timeout`` seconds (pipeline option, default 30) is killed
+  (SIGKILL) and handled as one that died.
 
 Everything on the sockets is JSON or raw bytes (no pickle).
 """
@@ -219,14 +222,18 @@ class _Worker:
         self.inflight: dict[tuple[int, int], Frame] = {}   # lossless: (sid, seq) -> frame, until passed on
         self.dead = False
         self.sent = 0
+        self.pending: collections.deque = collections.deque()   # when each frame not yet credited back was sent
 
 
 class Broker:
     """The load-balancing broker's state and steps (the process loop is :func:`dispatch_main`)."""
 
     def __init__(self, ctx: zmq.Context, in_addr: str, pool_addr: str, acks_addr: str | None, policy: str,
-                 n_sources: int, n_workers: int) -> None:
+                 n_sources: int, n_workers: int, timeout: float | None = None) -> None:
         from .transport import Receiver
+
+        self.timeout = timeout            # seconds without a credit back: the worker is hung
+        self.hung: list[int] = []
 
         self.policy = policy
         self.lossless = policy == "lossless"
@@ -302,7 +309,10 @@ class Broker:
                 LOG.debug("worker %s (pid %s) connected", ident, w.pid)
             if w.dead:
                 continue
-            self.lru.extend([ident] * max(0, int(d.get("credit", 0))))
+            n = max(0, int(d.get("credit", 0)))
+            for _ in range(min(n, len(w.pending))):   # (its first credits follow no frame)
+                w.pending.popleft()
+            self.lru.extend([ident] * n)
 
     def _acks(self) -> None:
         while True:
@@ -348,6 +358,8 @@ class Broker:
     def _send(self, w: _Worker, frame: Frame) -> bool:
         try:
             self.router.send_multipart([w.ident] + encode(frame), copy=False)
+            if not frame.control:   # (the worker credits back frames, not markers)
+                w.pending.append(time.monotonic())
             return True
         except zmq.ZMQError as e:   # EHOSTUNREACH: the worker is gone
             LOG.debug("worker %s unreachable (%s)", w.ident, e)
@@ -407,8 +419,23 @@ class Broker:
             self.ended.add(sid)
 
     def check_workers(self) -> None:
+        now = time.monotonic()
         for w in list(self.workers.values()):
-            if not w.dead and w.pid is not None and not _pid_alive(int(w.pid)):
+            if w.dead:
+                continue
+            if w.pid is not None and not _pid_alive(int(w.pid)):
+                self.worker_died(w)
+            elif self.timeout and w.pending and now - w.pending[0] > self.timeout:
+                LOG.warning("worker %s (pid %s) returned no frame for %.1f s: hung, killed", w.ident.decode(),
+                            w.pid, now - w.pending[0])
+                self.hung.append(int(w.ident[1:]) if w.ident[1:].isdigit() else -1)
+                if w.pid is not None:
+                    import signal
+
+                    try:
+                        os.kill(int(w.pid), signal.SIGKILL)
+                    except OSError:
+                        pass
                 self.worker_died(w)
 
     def worker_died(self, w: _Worker) -> None:
@@ -446,7 +473,7 @@ def dispatch_main(spec, ctx: zmq.Context, status, halted) -> dict:
     until every source's marker went to every worker, or a halt. Returns its statistics."""
     pool = spec.pool or {}
     b = Broker(ctx, spec.in_addr, pool["address"], pool.get("acks"), spec.policy, spec.n_sources,
-               int(pool["workers"]))
+               int(pool["workers"]), pool.get("timeout"))
     try:
         status.send("ready", meta={})
         next_check = 0.0
@@ -457,7 +484,7 @@ def dispatch_main(spec, ctx: zmq.Context, status, halted) -> dict:
                 b.check_workers()
                 next_check = now + 0.05
         return {"received": b.rx.received, "dropped": b.rx.dropped + b.dropped, "dispatched": b.dispatched,
-                "resent": b.resent, "workers_lost": b.lost_workers,
+                "resent": b.resent, "workers_lost": b.lost_workers, "workers_hung": b.hung,
                 "per_worker": {w.ident.decode(): w.sent for w in b.workers.values()}}
     finally:
         b.close()

@@ -127,6 +127,46 @@ def test_a_killed_worker_loses_no_frame_and_no_order(clip, reference, tmp_path):
     assert got == ref
 
 
+def test_a_hung_worker_is_killed_and_its_frames_go_to_the_other(clip, reference, tmp_path):
+    """Lossless: SIGSTOP one of two workers mid-run (it holds its frames and never answers); after
+    worker_timeout the broker kills it, its frames go to the other, the output is still exact."""
+    ref, _ = reference
+    cfg = tmp_path / "pipeline.yaml"
+    cfg.write_text("workers: 2\nworker_timeout: 1.5\n")
+    out = tmp_path / "h.jsonl"
+    p = subprocess.Popen([sys.executable, "-m", "posestream", "-v", "run", "--source", str(clip), "--jsonl", str(out),
+                          "--config", str(cfg), "--infer-delay-ms", "100", *FAST],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO)
+    try:
+        pids = _pids(p, ["infer0", "infer1", "dispatch"])
+        deadline = time.time() + 60
+        while time.time() < deadline and (not out.exists() or len(out.read_text().splitlines()) < 8):
+            time.sleep(0.05)
+        assert len(out.read_text().splitlines()) < N - 5, "the run ended before the stop"
+        os.kill(pids["infer1"], signal.SIGSTOP)
+        stdout, stderr = p.communicate(timeout=120)
+    finally:
+        if p.poll() is None:
+            p.kill()
+    assert p.returncode == 0, stderr[-2000:]
+    assert re.search(r"worker w1 \(pid \d+\) returned no frame for 1\.\d s: hung, killed", stderr), stderr[-2000:]
+    s = summary_of(stdout)
+    assert s["failed_stage"] is None and s["frames_in"] == s["frames_out"] == N
+    assert s["pool"]["workers_hung"] == [1] and s["pool"]["sent_again"] >= 1
+    got = lines_of(out)
+    assert [x["frame_id"] for x in got] == list(range(N))
+    assert got == ref
+
+
+def test_worker_timeout_is_checked_before_anything_runs(tmp_path):
+    cfg = tmp_path / "pipeline.yaml"
+    cfg.write_text("workers: 2\nworker_timeout: 0\n")
+    r = posestream("run", "--source", "x.mp4", "--config", str(cfg), *FAST, timeout=60)
+    assert r.returncode == 2 and r.stderr.strip().splitlines()[-1].endswith(
+        "pipeline.yaml:2: worker_timeout: must be a number of seconds in [0.1, 86400], got 0")
+    assert "Traceback" not in r.stderr
+
+
 def test_live_pool_keeps_the_newest_frame_and_counts_every_drop(tmp_path):
     # a 10 fps camera-paced file, ~150 ms per frame in each of two workers: frames are dropped,
     # none is passed on after a newer one of its source, and every captured frame is out or counted
