@@ -95,29 +95,36 @@ def _pids(proc, names, timeout=90):
     return pids
 
 
-def test_a_killed_worker_loses_no_frame_and_no_order(clip, reference, tmp_path):
-    """Lossless: SIGKILL one of two workers mid-run; the frames it held are sent again to the
-    other, the output is the --workers 1 output. The pool size comes from the YAML config here."""
-    ref, _ = reference
+def _signal_a_worker_mid_run(clip, tmp_path, config: str, sig) -> tuple[int, str, str, Path]:
+    """Run 40 frames with the pool ``config`` (YAML), send ``sig`` to worker infer1 once 8 lines are
+    out; -> (exit status, stdout, stderr, the JSONL's path)."""
     cfg = tmp_path / "pipeline.yaml"
-    cfg.write_text("workers: 2\n")
-    out = tmp_path / "k.jsonl"
-    # ~100 ms per frame and worker: 40 frames take ~2 s, the kill lands mid-run
-    p = subprocess.Popen([sys.executable, "-m", "posestream", "-v", "run", "--source", str(clip), "--jsonl", str(out),
-                          "--config", str(cfg), "--infer-delay-ms", "100", *FAST],
+    cfg.write_text(config)
+    out = tmp_path / "o.jsonl"
+    # ~100 ms per frame and worker: 40 frames take ~2 s, the signal lands mid-run
+    p = subprocess.Popen([sys.executable, "-m", "posestream", "-v", "run", "--source", str(clip),
+                          "--jsonl", str(out), "--config", str(cfg), "--infer-delay-ms", "100", *FAST],
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO)
     try:
         pids = _pids(p, ["infer0", "infer1", "dispatch"])
         deadline = time.time() + 60
         while time.time() < deadline and (not out.exists() or len(out.read_text().splitlines()) < 8):
             time.sleep(0.05)
-        assert len(out.read_text().splitlines()) < N - 5, "the run ended before the kill"
-        os.kill(pids["infer1"], signal.SIGKILL)
+        assert len(out.read_text().splitlines()) < N - 5, "the run ended before the signal"
+        os.kill(pids["infer1"], sig)
         stdout, stderr = p.communicate(timeout=120)
     finally:
         if p.poll() is None:
             p.kill()
-    assert p.returncode == 0, stderr[-2000:]
+    return p.returncode, stdout, stderr, out
+
+
+def test_a_killed_worker_loses_no_frame_and_no_order(clip, reference, tmp_path):
+    """Lossless: SIGKILL one of two workers mid-run; the frames it held are sent again to the
+    other, the output is the --workers 1 output. The pool size comes from the YAML config here."""
+    ref, _ = reference
+    code, stdout, stderr, out = _signal_a_worker_mid_run(clip, tmp_path, "workers: 2\n", signal.SIGKILL)
+    assert code == 0, stderr[-2000:]
     assert "worker infer1 died (signal SIGKILL)" in stderr
     s = summary_of(stdout)
     assert s["failed_stage"] is None and s["frames_in"] == s["frames_out"] == N
@@ -131,24 +138,9 @@ def test_a_hung_worker_is_killed_and_its_frames_go_to_the_other(clip, reference,
     """Lossless: SIGSTOP one of two workers mid-run (it holds its frames and never answers); after
     worker_timeout the broker kills it, its frames go to the other, the output is still exact."""
     ref, _ = reference
-    cfg = tmp_path / "pipeline.yaml"
-    cfg.write_text("workers: 2\nworker_timeout: 1.5\n")
-    out = tmp_path / "h.jsonl"
-    p = subprocess.Popen([sys.executable, "-m", "posestream", "-v", "run", "--source", str(clip), "--jsonl", str(out),
-                          "--config", str(cfg), "--infer-delay-ms", "100", *FAST],
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO)
-    try:
-        pids = _pids(p, ["infer0", "infer1", "dispatch"])
-        deadline = time.time() + 60
-        while time.time() < deadline and (not out.exists() or len(out.read_text().splitlines()) < 8):
-            time.sleep(0.05)
-        assert len(out.read_text().splitlines()) < N - 5, "the run ended before the stop"
-        os.kill(pids["infer1"], signal.SIGSTOP)
-        stdout, stderr = p.communicate(timeout=120)
-    finally:
-        if p.poll() is None:
-            p.kill()
-    assert p.returncode == 0, stderr[-2000:]
+    code, stdout, stderr, out = _signal_a_worker_mid_run(clip, tmp_path, "workers: 2\nworker_timeout: 1.5\n",
+                                                         signal.SIGSTOP)
+    assert code == 0, stderr[-2000:]
     assert re.search(r"worker w1 \(pid \d+\) returned no frame for 1\.\d s: hung, killed", stderr), stderr[-2000:]
     s = summary_of(stdout)
     assert s["failed_stage"] is None and s["frames_in"] == s["frames_out"] == N
