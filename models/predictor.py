@@ -59,7 +59,7 @@ class Prediction:
 
 
 def torch_runner(model, device: str = "cpu", half: bool = False):
-    """A PoseNet as a runner: (1, 3, H, W) float32 ndarray -> tuple of output ndarrays."""
+    """A PoseNet as a runner: (B, 3, H, W) float32 ndarray -> tuple of output ndarrays."""
     import torch
 
     model = model.eval().to(device)
@@ -78,7 +78,7 @@ class Predictor:
     """Image -> people with any network runner (PyTorch, ONNX Runtime).
 
     Args:
-        run: ``(1, 3, H, W) float32 ndarray -> (heatmaps, pafs)`` raw network outputs as ndarrays.
+        run: ``(B, 3, H, W) float32 ndarray -> (heatmaps, pafs)`` raw network outputs as ndarrays.
         meta: the model's metadata (checkpoint or ONNX ``meta``): input size, mean/std, stride,
             skeleton, background, heatmap activation.
         decoder: decoder settings.
@@ -130,22 +130,47 @@ class Predictor:
             paf = None if paf is None else (paf + pf.numpy()) / 2
         return heat, paf
 
+    def _prepare(self, image_rgb: np.ndarray):
+        """(H, W, 3) uint8 RGB -> (the letterboxed uint8 image, its record)."""
+        return letterbox(image_rgb, self.input_size, multiple=int(self.meta.get("input_multiple", 32)))
+
+    def _normalise(self, imgs: list[np.ndarray]) -> np.ndarray:
+        """Letterboxed uint8 images -> one (B, 3, H, W) float32 input. Images of different sizes
+        (sources of other aspect ratios) are padded right/bottom to the largest, with the
+        letterbox's own padding value, so every record still maps its image's poses back."""
+        h = max(i.shape[0] for i in imgs)
+        w = max(i.shape[1] for i in imgs)
+        x = np.empty((len(imgs), 3, h, w), np.float32)
+        for b, img in enumerate(imgs):
+            if img.shape[:2] != (h, w):
+                big = np.zeros((h, w) + img.shape[2:], img.dtype)
+                big[:img.shape[0], :img.shape[1]] = img
+                img = big
+            x[b] = ((img.astype(np.float32) - self.mean) * self.inv_std).transpose(2, 0, 1)
+        return x
+
     def __call__(self, image_rgb: np.ndarray) -> Prediction:
         """(H, W, 3) uint8 RGB -> people in image pixels (keypoints not found: (0, 0, 0))."""
-        img, rec = letterbox(image_rgb, self.input_size, multiple=int(self.meta.get("input_multiple", 32)))
-        x = ((img.astype(np.float32) - self.mean) * self.inv_std).transpose(2, 0, 1)[None]
-        x = np.ascontiguousarray(x)
+        return self.batch([image_rgb])[0]
+
+    def batch(self, images_rgb: list[np.ndarray]) -> list[Prediction]:
+        """Several images in one forward call (``--batch``): the same people as one call per image."""
+        prepared = [self._prepare(im) for im in images_rgb]
+        x = self._normalise([img for img, _ in prepared])
         out = self.run(x)
         if self.graph_decode and len(out) == 5:  # upsampling and peak NMS done by the runtime
-            poses = decode_graph(out[2][0], out[3][0], out[4][0], out[1][0], int(self.meta["stride"]), self.decoder,
-                                 self.skeleton)
-            return self._to_image(poses, rec)
+            return [self._to_image(decode_graph(out[2][b], out[3][b], out[4][b], out[1][b], int(self.meta["stride"]),
+                                                self.decoder, self.skeleton), rec)
+                    for b, (_, rec) in enumerate(prepared)]
         heat, paf = self.forward(x, out)
-        if paf is None:  # a heatmap-only (single-person) model: one person, each keypoint its channel's maximum
-            poses = decode_single(heat[0], int(self.meta["stride"]), self.decoder, self.skeleton.num_keypoints)
-        else:
-            poses = decode(heat[0], paf[0], int(self.meta["stride"]), self.decoder, self.skeleton)
-        return self._to_image(poses, rec)
+        preds = []
+        for b, (_, rec) in enumerate(prepared):
+            if paf is None:  # a heatmap-only (single-person) model: one person, each keypoint its channel's maximum
+                poses = decode_single(heat[b], int(self.meta["stride"]), self.decoder, self.skeleton.num_keypoints)
+            else:
+                poses = decode(heat[b], paf[b], int(self.meta["stride"]), self.decoder, self.skeleton)
+            preds.append(self._to_image(poses, rec))
+        return preds
 
     @staticmethod
     def _to_image(poses: Poses, rec: Letterbox) -> Prediction:

@@ -34,7 +34,7 @@ FLAGS = {("sink", "serve"): "--serve", ("sink", "publish"): "--publish", ("sink"
          ("infer", "input_size"): "--input-size", ("infer", "fp16"): "--fp16", ("sink", "record"): "--record",
          ("sink", "jsonl"): "--jsonl", ("sink", "show"): "--show", ("policy",): "--policy",
          ("summary",): "--summary", ("stop_timeout",): "--stop-timeout", ("refine", "enabled"): "--refine",
-         ("workers",): "--workers"}
+         ("workers",): "--workers", ("batch",): "--batch", ("batch_timeout_ms",): "--batch-timeout-ms"}
 
 # --preset: settings applied under everything else (config file, --set, flags)
 PRESETS = {"fast": {"infer": {"input_size": 256}},
@@ -92,6 +92,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--workers", type=int, default=None, metavar="N",
                    help="inference processes fed from one queue (ZeroMQ load balancing; default 1); frames "
                         "reach tracking in their order (lossless) or newest first (live); config key: workers")
+    p.add_argument("--batch", type=int, default=None, metavar="B",
+                   help="an inference worker runs up to B ready frames, of any sources, in one forward call "
+                        "(several cameras; default 1); config key: batch")
+    p.add_argument("--batch-timeout-ms", type=float, default=None, metavar="MS",
+                   help="with --batch: wait at most MS milliseconds after a batch's first frame for the others "
+                        "(default 10), so no camera is delayed more; config key: batch_timeout_ms")
     p.add_argument("--quiet", action="store_true", help="no status line")
     p.add_argument("--infer-delay-ms", type=float, default=None, help=argparse.SUPPRESS)  # tests of the live policy
 
@@ -201,6 +207,12 @@ def build_config(args: argparse.Namespace, origin: dict | None = None, locs=None
     if getattr(args, "workers", None) is not None:
         cfg.workers = args.workers
         origin[("workers",)] = "--workers"
+    if getattr(args, "batch", None) is not None:
+        cfg.batch = args.batch
+        origin[("batch",)] = "--batch"
+    if getattr(args, "batch_timeout_ms", None) is not None:
+        cfg.batch_timeout_ms = args.batch_timeout_ms
+        origin[("batch_timeout_ms",)] = "--batch-timeout-ms"
     try:
         cfg.__post_init__()  # the flags' values go through the same checks
     except ConfigError:

@@ -396,6 +396,18 @@ class InferenceStage:
             time.sleep(self.cfg.slow_ms / 1000.0)
         return frame
 
+    def process_batch(self, frames: list[Frame]) -> list[Frame]:
+        """Several frames (of any sources) in one forward call (``--batch``); the same people as
+        :meth:`process` on each."""
+        todo = [f for f in frames if not (f.eos or f.image is None)]
+        if todo:
+            for f, pred in zip(todo, self.predictor.batch([f.image for f in todo])):
+                poses = pred.poses
+                f.people = People(poses.keypoints, poses.scores, np.full(len(poses.scores), -1, np.int64))
+            if self.cfg.slow_ms:
+                time.sleep(self.cfg.slow_ms / 1000.0)
+        return frames
+
     def close(self) -> None:
         run = getattr(self.predictor, "run", None)
         if hasattr(run, "close"):  # a background calibration still measuring

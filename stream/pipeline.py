@@ -79,6 +79,8 @@ class PipelineConfig:
     stop_timeout: float = 5.0            # seconds a stop may drain the frames in flight before it aborts
     workers: int = 1                     # inference processes fed from one queue (stream/pool.py)
     worker_timeout: float = 30.0         # --workers > 1: a worker that returns no frame for this long is hung (killed)
+    batch: int = 1                       # frames (of any sources) per forward call of an inference worker
+    batch_timeout_ms: float = 10.0       # --batch > 1: a batch waits at most this long after its first frame
 
     def __post_init__(self) -> None:
         if self.policy not in ("auto", "live", "lossless"):
@@ -88,11 +90,17 @@ class PipelineConfig:
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not lo <= v <= 86400:
                 raise ValueError(f"{name} must be a number of seconds in [{lo:g}, 86400], got {v!r}")
-        from .pool import MAX_WORKERS
+        from .pool import MAX_BATCH, MAX_WORKERS
 
         w = self.workers
         if isinstance(w, bool) or not isinstance(w, int) or not 1 <= w <= MAX_WORKERS:
             raise ValueError(f"workers must be an integer in [1, {MAX_WORKERS}], got {w!r}")
+        b = self.batch
+        if isinstance(b, bool) or not isinstance(b, int) or not 1 <= b <= MAX_BATCH:
+            raise ValueError(f"batch must be an integer in [1, {MAX_BATCH}], got {b!r}")
+        t = self.batch_timeout_ms
+        if isinstance(t, bool) or not isinstance(t, (int, float)) or not 0 <= t <= 10000:
+            raise ValueError(f"batch_timeout_ms must be a number of milliseconds in [0, 10000], got {t!r}")
 
     @classmethod
     def from_dict(cls, d: dict | None) -> "PipelineConfig":
@@ -479,9 +487,10 @@ class Supervisor:
             StageSpec("track", [["posestream.stream.stages:track_stage", {"config": cfg.track}]], a["track"],
                       a["output"], self.policy, n, wait_meta=True, folder=folder, keep_image=keep, reorder=reorder),
         ]
+        batch = {"size": cfg.batch, "timeout_ms": float(cfg.batch_timeout_ms)} if cfg.batch > 1 else None
         if not pool:
             specs.append(StageSpec("infer", infer_chain, a["infer"], a["track"], self.policy, n, folder=folder,
-                                   keep_image=keep))
+                                   keep_image=keep, batch=batch))
         else:  # capture -> dispatch (ZeroMQ's load-balancing broker) -> infer0..N-1 -> track (reorder)
             pool_addr = ipc_address(folder, "pool")
             specs.append(StageSpec("dispatch", [], a["infer"], None, self.policy, n, folder=folder, role="dispatch",
@@ -489,8 +498,8 @@ class Supervisor:
                                          "timeout": float(cfg.worker_timeout)}))
             for w in range(cfg.workers):
                 specs.append(StageSpec(f"infer{w}", infer_chain, pool_addr, a["track"], self.policy, n,
-                                       folder=folder, keep_image=keep,
-                                       pool={"index": w, "credits": credits_for(self.policy)}))
+                                       folder=folder, keep_image=keep, batch=batch,
+                                       pool={"index": w, "credits": credits_for(self.policy, cfg.batch)}))
         for i, src in enumerate(cfg.sources):
             specs.append(StageSpec(f"capture{i}", [["posestream.stream.stages:capture_stage",
                                                     {"source": str(src), "source_id": i,
@@ -689,6 +698,23 @@ class Supervisor:
 
     # -- summary ------------------------------------------------------------------------------------
 
+    def _batch_summary(self) -> dict:
+        """``--batch``: the size asked for, forward calls and frames over every inference process,
+        and how many calls had each size."""
+        calls = frames = 0
+        sizes: dict[str, int] = {}
+        for name, v in self.stats.items():
+            b = v.get("batch") if name.startswith("infer") else None
+            if not b:
+                continue
+            calls += b.get("calls", 0)
+            frames += b.get("frames", 0)
+            for k, c in (b.get("sizes") or {}).items():
+                sizes[k] = sizes.get(k, 0) + c
+        return {"size": self.cfg.batch, "timeout_ms": self.cfg.batch_timeout_ms, "calls": calls, "frames": frames,
+                "mean": round(frames / calls, 3) if calls else 0.0,
+                "sizes": dict(sorted(sizes.items(), key=lambda kv: int(kv[0])))}
+
     def _make_summary(self, wall_s: float) -> dict:
         out = self.stats.get("output", {})
         caps = {k: v for k, v in self.stats.items() if k.startswith("capture")}
@@ -721,6 +747,7 @@ class Supervisor:
             "model": model.get("description", ""),
             "refine": ((self._infer_ready().get("meta") or {}).get("refine") or {}).get("description"),
             "workers": self.cfg.workers,
+            "batch": self._batch_summary(),
             # per process, seconds after the supervisor started it: interpreter up (main), stages
             # imported and built (built), sources open / model loaded / outputs open (ready)
             "startup_s": {name: {k[2:]: round(m[k] - self._t_start, 3) for k in ("t_main", "t_built", "t_ready")
@@ -732,6 +759,7 @@ class Supervisor:
             summary["pool"] = {"dispatched": d.get("dispatched", 0), "sent_again": d.get("resent", 0),
                                "per_worker": d.get("per_worker", {}), "workers_lost": list(self.workers_lost),
                                "workers_hung": d.get("workers_hung", []),
+                               "lost_with_workers": d.get("lost_with_workers", 0),
                                "reorder_held_max": track.get("reorder_held_max", 0),
                                "stale_dropped": track.get("reorder_stale", 0),
                                "duplicates": track.get("reorder_duplicates", 0)}

@@ -29,7 +29,8 @@ Processes and links (N > 1; ``--workers 1`` keeps the plain capture -> infer -> 
   frames it held are sent again (same ``seq``) to the others, and a source's end-of-stream marker
   goes out only once every frame of it was passed on. The supervisor sends the dead worker's
   end-of-stream markers in its place. The output has every frame, in order, as with one worker.
-  Live: a dead worker's frames are lost (gaps), the others carry on.
+  Live: the frames a dead worker held (sent, not credited back) are lost and counted as drops
+  (``pool.lost_with_workers``); the others carry on.
 * **A worker that hangs**: the broker notes when it sent each frame; a worker whose oldest frame
   has had no credit back for ``worker_timeout`` seconds (pipeline option, default 30) is killed
   (SIGKILL) and handled as one that died.
@@ -50,16 +51,19 @@ from .messages import Frame, decode, encode
 
 LOG = logging.getLogger(__name__)
 
-__all__ = ["dispatch_main", "PoolReceiver", "Reorder", "credits_for", "MAX_WORKERS"]
+__all__ = ["dispatch_main", "PoolReceiver", "Reorder", "credits_for", "MAX_WORKERS", "MAX_BATCH"]
 
 MAX_WORKERS = 64
 
 
-def credits_for(policy: str) -> int:
-    """Frames a worker holds at once: lossless 2 (one being processed, one waiting: the worker never
-    idles between frames); live 1 (a waiting frame would only get older — the broker keeps the
-    newest)."""
-    return 2 if policy == "lossless" else 1
+MAX_BATCH = 64
+
+
+def credits_for(policy: str, batch: int = 1) -> int:
+    """Frames a worker holds at once: lossless 2 batches (one being processed, one waiting: the
+    worker never idles between calls); live 1 batch (a waiting frame would only get older — the
+    broker keeps the newest). ``batch``: frames per forward call (``--batch``)."""
+    return (2 if policy == "lossless" else 1) * max(1, int(batch))
 
 
 def _pid_alive(pid: int) -> bool:
@@ -261,6 +265,7 @@ class Broker:
         self.resent = 0
         self.dispatched = 0
         self.lost_workers: list[int] = []
+        self.lost_frames = 0                   # live: frames a dead worker held (counted as drops)
         # lossless: frames sent but not yet passed on by tracking (what a dead worker may have held);
         # reading from the captures pauses above this, so memory stays bounded
         self.max_retained = 8 + 4 * n_workers
@@ -447,6 +452,12 @@ class Broker:
         held = sorted(w.inflight.items(), key=lambda kv: (kv[1].t_capture_ns, kv[0]))
         w.inflight = {}
         self.lru = collections.deque(i for i in self.lru if i != w.ident)
+        if not self.lossless:   # live: what it held is lost, counted as drops
+            self.lost_frames += len(w.pending)
+            LOG.warning("worker %s (pid %s) died; the %d frame(s) it held are counted as dropped", w.ident.decode(),
+                        w.pid, len(w.pending))
+            w.pending.clear()
+            return
         LOG.warning("worker %s (pid %s) died; %d frame(s) it held go to the others", w.ident.decode(),
                     w.pid, len(held))
         self.resend.extendleft(f for _, f in reversed(held))
@@ -483,7 +494,8 @@ def dispatch_main(spec, ctx: zmq.Context, status, halted) -> dict:
             if now >= next_check:
                 b.check_workers()
                 next_check = now + 0.05
-        return {"received": b.rx.received, "dropped": b.rx.dropped + b.dropped, "dispatched": b.dispatched,
+        return {"received": b.rx.received, "dropped": b.rx.dropped + b.dropped + b.lost_frames,
+                "lost_with_workers": b.lost_frames, "dispatched": b.dispatched,
                 "resent": b.resent, "workers_lost": b.lost_workers, "workers_hung": b.hung,
                 "per_worker": {w.ident.decode(): w.sent for w in b.workers.values()}}
     finally:

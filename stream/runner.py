@@ -34,6 +34,7 @@ import ctypes
 import importlib
 import json
 import logging
+import math
 import os
 import signal
 import sys
@@ -76,6 +77,8 @@ class StageSpec:
         pool: for a pool worker, ``{"index", "credits"}``: its input is the broker (``in_addr``).
         reorder: for the process after a pool, ``{"workers", "acks"}``: its input restores
             per-source order (:class:`stream.pool.Reorder`).
+        batch: ``{"size", "timeout_ms"}``: the first stage takes up to ``size`` ready frames per call
+            (:class:`_Batched`); None or size 1: one frame per call.
     """
 
     name: str
@@ -91,6 +94,7 @@ class StageSpec:
     role: str = "stage"
     pool: dict | None = None
     reorder: dict | None = None
+    batch: dict | None = None
 
 
 class _Flag:
@@ -313,6 +317,67 @@ class _LinkInput:
         return self.rx.recv(timeout_ms=_POLL_MS)
 
 
+class _Batched:
+    """The input of a process whose first stage takes several frames per call (``--batch B``):
+    up to ``size`` frames that are ready, of any sources, waiting at most ``timeout_ms`` after the
+    first of them (so no camera waits longer than that for the others), go through the stage's
+    ``process_batch`` in one call; then they come out one by one, with ``applied`` set (the loop
+    runs the later stages on them). A control frame (end of stream, metadata) ends a batch and comes
+    out after it, in its place."""
+
+    def __init__(self, rx, stage, size: int, timeout_ms: float, stats: RunStats) -> None:
+        self.rx, self.stage, self.size, self.timeout_s = rx, stage, int(size), float(timeout_ms) / 1000.0
+        self.stats = stats
+        self.out: collections.deque = collections.deque()
+        self.applied = False
+        self.calls = 0
+        self.frames = 0
+        self.sizes: collections.Counter = collections.Counter()
+
+    def next(self) -> Frame | None:
+        if not self.out:
+            self._fill()
+        if not self.out:
+            return None
+        frame, self.applied = self.out.popleft()
+        return frame
+
+    def _fill(self) -> None:
+        first = self.rx.recv(timeout_ms=_POLL_MS)
+        if first is None:
+            return
+        if first.control or first.meta is not None:
+            self.out.append((first, False))
+            return
+        batch, tail = [first], None
+        deadline = time.monotonic() + self.timeout_s
+        while len(batch) < self.size:
+            f = self.rx.recv(timeout_ms=max(0, int(math.ceil((deadline - time.monotonic()) * 1000))))
+            if f is None:
+                break
+            if f.control or f.meta is not None:
+                tail = f
+                break
+            batch.append(f)
+        t0 = now_ns()
+        self.stage.process_batch(batch)
+        t1 = now_ns()
+        self.calls += 1
+        self.frames += len(batch)
+        self.sizes[len(batch)] += 1
+        for f in batch:
+            f.timings[self.stage.name] = [t0, t1]
+            self.stats.stage(self.stage.name, (t1 - t0) // len(batch))
+            self.out.append((f, True))
+        if tail is not None:
+            self.out.append((tail, False))
+
+    def summary(self) -> dict:
+        return {"batch": {"size": self.size, "calls": self.calls, "frames": self.frames,
+                          "mean": round(self.frames / self.calls, 3) if self.calls else 0.0,
+                          "sizes": {str(k): v for k, v in sorted(self.sizes.items())}}}
+
+
 class _SourceInput:
     """A capture stage's source as the loop's input: frames, then one end-of-stream marker."""
 
@@ -410,6 +475,11 @@ def stage_main(spec: StageSpec, status_addr: str, control: Control, parent_pid: 
                 st.halted = halted
             meta.update(st.open(dict(meta)) or {})
             opened.append(st)
+        batcher = None
+        if spec.batch and int(spec.batch.get("size", 1)) > 1 and opened and hasattr(opened[0], "process_batch") \
+                and not capture:
+            batcher = inp = _Batched(rx, opened[0], int(spec.batch["size"]), float(spec.batch.get("timeout_ms", 0)),
+                                     stats)
         # start-up timings (monotonic seconds; the supervisor reports them relative to its start)
         status.send("ready", meta=meta, t_main=t_main, t_built=t_built, t_ready=time.monotonic())
         if tx is not None and not halted():
@@ -450,7 +520,9 @@ def stage_main(spec: StageSpec, status_addr: str, control: Control, parent_pid: 
             if capture:
                 frame.timings["capture"] = [frame.t_capture_ns, now_ns()]
             out = frame
-            for st in opened:
+            for i, st in enumerate(opened):
+                if i == 0 and batcher is not None and batcher.applied:
+                    continue   # run (and timed) with the others of its batch
                 t0 = now_ns()
                 out = st.process(out)
                 t1 = now_ns()
@@ -472,7 +544,8 @@ def stage_main(spec: StageSpec, status_addr: str, control: Control, parent_pid: 
             extra = stages[0].summary()
         status.send("stats", received=rx.received if rx else 0, dropped=rx.dropped if rx else 0,
                     dropped_send=tx.dropped if tx else 0, late=stats.late, **stats.summary(), **extra,
-                    **_stage_summaries(opened), **(rx.summary() if hasattr(rx, "summary") else {}))
+                    **_stage_summaries(opened), **(rx.summary() if hasattr(rx, "summary") else {}),
+                    **(batcher.summary() if batcher is not None else {}))
     except Exception as e:  # one line to the supervisor; the traceback only in debug logs
         LOG.debug("stage %s failed:\n%s", spec.name, traceback.format_exc())
         user = bool(getattr(e, "user_error", False))

@@ -43,3 +43,60 @@ def test_eval_cli_on_real_coco_images(tmp_path, shared_data):
     bad = subprocess.run([sys.executable, "-m", "posestream", "eval", "--checkpoint", str(tmp_path / "missing.pt"),
                           "--data", str(ann), "--images", str(tmp_path)], capture_output=True, text=True)
     assert bad.returncode == 2 and "checkpoint not found" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def _vtest_frames(n, step=40):
+    import av
+    from conftest import VTEST
+
+    out = []
+    with av.open(str(VTEST)) as c:
+        for i, f in enumerate(c.decode(video=0)):
+            if i % step == 0:
+                out.append(f.to_ndarray(format="rgb24"))
+            if len(out) == n:
+                break
+    return out
+
+
+def _matches(alone, batched, min_score=0.2, px=2.5) -> None:
+    """Every confident person of ``alone`` is in ``batched`` (and no other confident one), each
+    keypoint found in both within ``px`` source pixels."""
+    sure_a, sure_b = np.flatnonzero(alone.scores >= min_score), np.flatnonzero(batched.scores >= min_score)
+    assert len(sure_a) == len(sure_b) > 0, (alone.scores, batched.scores)
+    for i in sure_a:
+        ka = alone.keypoints[i]
+        best = None
+        for j in sure_b:
+            kb = batched.keypoints[j]
+            both = (ka[:, 2] > 0) & (kb[:, 2] > 0)
+            if both.sum() >= 0.8 * (ka[:, 2] > 0).sum():
+                err = np.abs(ka[both, :2] - kb[both, :2]).max()
+                best = err if best is None else min(best, err)
+        assert best is not None and best <= px, (i, best)
+
+
+def test_one_forward_call_for_several_images_finds_the_same_people():
+    """Predictor.batch (``--batch``): images of one size give exactly the people of one call per
+    image; images of other aspect ratios in one batch (each padded right/bottom to the largest
+    input) give the same confident people within a few pixels, mapped back to their own pixels."""
+    import cv2
+
+    from posestream.models.fields import DecoderConfig
+    from posestream.models.predictor import Predictor
+    from posestream.stream.infer import InferConfig, load_network
+
+    run, meta, _ = load_network(InferConfig(model="default", backend="onnxruntime", input_size=192))
+    pred = Predictor(run, meta, DecoderConfig(), 192)
+    imgs = _vtest_frames(3)
+    one = [pred(im).poses for im in imgs]
+    assert sum(len(p.scores) for p in one) >= 3   # pedestrians: not an empty comparison
+    for a, b in zip(one, [p.poses for p in pred.batch(imgs)]):
+        np.testing.assert_array_equal(a.keypoints, b.keypoints)
+        np.testing.assert_array_equal(a.scores, b.scores)
+    portrait = np.ascontiguousarray(cv2.resize(imgs[1], (288, 384))[:, :, ::-1][:, ::-1])  # another shape
+    assert pred._prepare(portrait)[1].input_hw != pred._prepare(imgs[0])[1].input_hw
+    mixed = pred.batch([imgs[0], portrait])
+    assert mixed[0].record.image_hw == (576, 768) and mixed[1].record.image_hw == (384, 288)
+    _matches(one[0], mixed[0].poses)
+    _matches(pred(portrait).poses, mixed[1].poses)

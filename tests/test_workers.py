@@ -95,15 +95,15 @@ def _pids(proc, names, timeout=90):
     return pids
 
 
-def _signal_a_worker_mid_run(clip, tmp_path, config: str, sig) -> tuple[int, str, str, Path]:
-    """Run 40 frames with the pool ``config`` (YAML), send ``sig`` to worker infer1 once 8 lines are
-    out; -> (exit status, stdout, stderr, the JSONL's path)."""
+def _signal_a_worker_mid_run(clip, tmp_path, config: str, sig, *extra) -> tuple[int, str, str, Path]:
+    """Run 40 frames with the pool ``config`` (YAML) and flags ``extra``, send ``sig`` to worker
+    infer1 once 8 lines are out; -> (exit status, stdout, stderr, the JSONL's path)."""
     cfg = tmp_path / "pipeline.yaml"
     cfg.write_text(config)
     out = tmp_path / "o.jsonl"
     # ~100 ms per frame and worker: 40 frames take ~2 s, the signal lands mid-run
     p = subprocess.Popen([sys.executable, "-m", "posestream", "-v", "run", "--source", str(clip),
-                          "--jsonl", str(out), "--config", str(cfg), "--infer-delay-ms", "100", *FAST],
+                          "--jsonl", str(out), "--config", str(cfg), "--infer-delay-ms", "100", *extra, *FAST],
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO)
     try:
         pids = _pids(p, ["infer0", "infer1", "dispatch"])
@@ -148,6 +148,57 @@ def test_a_hung_worker_is_killed_and_its_frames_go_to_the_other(clip, reference,
     got = lines_of(out)
     assert [x["frame_id"] for x in got] == list(range(N))
     assert got == ref
+
+
+def test_live_a_killed_worker_s_frames_are_counted_as_drops_and_the_other_carries_on(clip, tmp_path):
+    """Live: SIGKILL one of two workers mid-run; the other takes every later frame, nothing is
+    passed on out of order, and every captured frame is either out or counted as dropped."""
+    code, stdout, stderr, out = _signal_a_worker_mid_run(clip, tmp_path, "workers: 2\npolicy: live\n", signal.SIGKILL,
+                                                         "--realtime")
+    assert code == 0, stderr[-2000:]
+    assert "worker infer1 died (signal SIGKILL)" in stderr
+    s = summary_of(stdout)
+    assert s["policy"] == "live" and s["failed_stage"] is None and s["frames_in"] == N
+    assert s["frames_out"] + s["frames_dropped"] == N, s
+    pool = s["pool"]
+    assert pool["workers_lost"][0].startswith("infer1") and pool["sent_again"] == 0
+    assert pool["lost_with_workers"] in (0, 1)   # live: one credit per worker, so at most one frame held
+    ids = [x["frame_id"] for x in lines_of(out)]
+    assert len(ids) == s["frames_out"] and all(b > a for a, b in zip(ids, ids[1:]))
+    assert ids[-1] >= N - 3   # the survivor carried on to the end of the clip
+
+
+def test_batches_across_sources_give_the_people_of_one_frame_per_call(clip, reference, tmp_path):
+    """Lossless, three sources (the same clip), two workers, --batch 4: every source's lines are
+    the single-source, single-frame-per-call run's lines, and the forward calls did take several
+    frames."""
+    ref, _ = reference
+    out = tmp_path / "b.jsonl"
+    r = posestream("run", *[a for _ in range(3) for a in ("--source", str(clip))], "--jsonl", str(out),
+                   "--workers", "2", "--batch", "4", "--batch-timeout-ms", "50", *FAST)
+    assert r.returncode == 0, r.stderr[-2000:]
+    s = summary_of(r.stdout)
+    assert s["frames_in"] == s["frames_out"] == 3 * N and s["frames_dropped"] == 0
+    b = s["batch"]
+    assert b["size"] == 4 and b["frames"] == 3 * N and b["calls"] < 3 * N, b
+    assert sum(int(k) * v for k, v in b["sizes"].items()) == 3 * N and max(map(int, b["sizes"])) == 4, b
+    got = lines_of(out)
+    for sid in range(3):
+        mine = [x for x in got if x["source_id"] == sid]
+        assert [x["frame_id"] for x in mine] == list(range(N))
+        for i, (a, x) in enumerate(zip(ref, mine)):
+            assert {**x, "source_id": 0} == a, f"source {sid} line {i} differs"
+
+
+def test_batch_options_are_checked_before_anything_runs(tmp_path):
+    r = posestream("run", "--source", "x.mp4", "--batch", "0", *FAST, timeout=60)
+    assert r.returncode == 2 and r.stderr.strip().splitlines()[-1].startswith("posestream run: error: --batch")
+    assert "Traceback" not in r.stderr
+    cfg = tmp_path / "pipeline.yaml"
+    cfg.write_text("batch: 4\nbatch_timeout_ms: -1\n")
+    r = posestream("run", "--source", "x.mp4", "--config", str(cfg), *FAST, timeout=60)
+    assert r.returncode == 2 and r.stderr.strip().splitlines()[-1].endswith(
+        "pipeline.yaml:2: batch_timeout_ms: must be a number of milliseconds in [0, 10000], got -1")
 
 
 def test_worker_timeout_is_checked_before_anything_runs(tmp_path):
