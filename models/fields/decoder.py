@@ -26,6 +26,8 @@ see ``posestream bench oracle``):
    its score.
 
 Steps 2-5 run as Numba kernels (``_numba.py``); ``_reference.py`` is the same algorithm in NumPy.
+The kernels are called through ``_aot.py``: their ahead-of-time build when ``posestream warmup``
+made one for this host and these sources (no ``import numba`` at start-up), else the JIT kernels.
 
 Decoding on the runtime (:func:`decode_graph`): an export with ``models/decode_head.py`` after the
 network computes step 1 for the heatmaps and the 3x3 maxima of step 2 in the graph; the host keeps
@@ -41,13 +43,15 @@ import cv2
 import numpy as np
 
 from ..skeleton import COCO_17, Skeleton
-from . import _numba, _reference
+from . import _aot, _reference
 from ..config import from_section
 
 __all__ = ["decode_single", "DecoderConfig", "Poses", "decode", "decode_graph", "group", "upsample",
            "IMPLEMENTATIONS"]
 
-IMPLEMENTATIONS = {"numba": _numba, "numpy": _reference}
+# "numba": the Numba kernels, ahead-of-time built (``_aot.py``) or JIT (``_numba.py``, imported on
+# first use); "numpy": the reference
+IMPLEMENTATIONS = {"numba": _aot, "numpy": _reference}
 
 
 @dataclass(frozen=True)
@@ -187,7 +191,7 @@ def decode_graph(heatmaps_up: np.ndarray, peak_scores: np.ndarray, peak_index: n
             or abs(float(stride) / factor - cfg.working_stride) > 1e-9):
         raise ValueError(f"graph outputs {heat.shape} / pafs {paf.shape} at stride {stride} do not match working "
                          f"stride {cfg.working_stride:g}")
-    kps, scores = _numba.group_candidates(
+    kps, scores = _aot.group_candidates(
         heat, np.ascontiguousarray(peak_scores[:k_count], np.float32),
         np.ascontiguousarray(peak_index[:k_count], np.int64), paf, float(factor), skeleton.limb_array,
         float(cfg.peak_threshold), float(cfg.min_peak_distance / cfg.working_stride), int(cfg.max_peaks),
