@@ -77,7 +77,7 @@ def _cpu_text() -> bytes:
                     lines.append(line.strip())
     except OSError:
         pass
-    return b"\n".join(lines) + repr((platform.machine(), platform.processor())).encode()
+    return b"\n".join(lines) + platform.machine().encode()  # not platform.processor(): it runs uname -p
 
 
 def build_key() -> str:
