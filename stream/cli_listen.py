@@ -24,6 +24,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("address", metavar="ADDRESS", help="publisher address: tcp://HOST:PORT or ipc://PATH")
     p.add_argument("--topic", default=None, metavar="SRC",
                    help="only this source id (exact match; default: every source)")
+    p.add_argument("--keys", default=None, metavar="DIR",
+                   help="a CurveZMQ publisher (sink.publish_keys): DIR holds this subscriber's NAME.key_secret and "
+                        "the publisher's server.key (posestream keys DIR --worker NAME)")
+    p.add_argument("--name", default="worker", help="with --keys: this subscriber's key name (default: %(default)s)")
     p.add_argument("--count", type=int, default=None, metavar="N", help="exit after N messages")
     p.add_argument("--timeout", type=float, default=None, metavar="S",
                    help="exit with status 1 when no message arrived for S seconds")
@@ -54,10 +58,23 @@ def run(args: argparse.Namespace) -> int:
         return _fail(f"--timeout must be a number of seconds > 0, got {args.timeout}", 2)
     want = None if topic is None else str(int(topic)).encode()
 
+    options = None
+    if args.keys is not None:
+        import os
+
+        from .secure import KeyFileError, client_options
+
+        try:
+            options = client_options(os.path.join(args.keys, f"{args.name}.key_secret"),
+                                     os.path.join(args.keys, "server.key"))
+        except KeyFileError as e:
+            return _fail(str(e), 2)
     ctx = zmq.Context()
     sock = ctx.socket(zmq.SUB)
     sock.setsockopt(zmq.LINGER, 0)
     try:
+        for k, v in (options or {}).items():
+            sock.setsockopt(k, v)
         if addr.ipv6:
             sock.setsockopt(zmq.IPV6, 1)
         sock.setsockopt(zmq.SUBSCRIBE, want or b"")

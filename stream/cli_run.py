@@ -34,7 +34,8 @@ FLAGS = {("sink", "serve"): "--serve", ("sink", "publish"): "--publish", ("sink"
          ("infer", "input_size"): "--input-size", ("infer", "fp16"): "--fp16", ("sink", "record"): "--record",
          ("sink", "jsonl"): "--jsonl", ("sink", "show"): "--show", ("policy",): "--policy",
          ("summary",): "--summary", ("stop_timeout",): "--stop-timeout", ("refine", "enabled"): "--refine",
-         ("workers",): "--workers", ("batch",): "--batch", ("batch_timeout_ms",): "--batch-timeout-ms"}
+         ("workers",): "--workers", ("batch",): "--batch", ("batch_timeout_ms",): "--batch-timeout-ms",
+         ("listen",): "--listen", ("keys",): "--keys"}
 
 # --preset: settings applied under everything else (config file, --set, flags)
 PRESETS = {"fast": {"infer": {"input_size": 256}},
@@ -98,6 +99,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-timeout-ms", type=float, default=None, metavar="MS",
                    help="with --batch: wait at most MS milliseconds after a batch's first frame for the others "
                         "(default 10), so no camera is delayed more; config key: batch_timeout_ms")
+    p.add_argument("--listen", default=None, metavar="tcp://HOST:PORT",
+                   help="accept remote inference workers (posestream worker --connect) on this address; their "
+                        "results come back on PORT+1; CurveZMQ, needs --keys; nothing listens unless given "
+                        "(use 127.0.0.1 or the one interface the workers reach); config key: listen")
+    p.add_argument("--keys", default=None, metavar="DIR",
+                   help="with --listen: the keys folder made by `posestream keys DIR` (server.key_secret, "
+                        "authorized/*.key: the workers accepted); config key: keys")
     p.add_argument("--quiet", action="store_true", help="no status line")
     p.add_argument("--infer-delay-ms", type=float, default=None, help=argparse.SUPPRESS)  # tests of the live policy
 
@@ -207,6 +215,10 @@ def build_config(args: argparse.Namespace, origin: dict | None = None, locs=None
     if getattr(args, "workers", None) is not None:
         cfg.workers = args.workers
         origin[("workers",)] = "--workers"
+    for name in ("listen", "keys"):
+        if getattr(args, name, None) is not None:
+            setattr(cfg, name, getattr(args, name))
+            origin[(name,)] = f"--{name}"
     if getattr(args, "batch", None) is not None:
         cfg.batch = args.batch
         origin[("batch",)] = "--batch"

@@ -81,6 +81,8 @@ class PipelineConfig:
     worker_timeout: float = 30.0         # --workers > 1: a worker that returns no frame for this long is hung (killed)
     batch: int = 1                       # frames (of any sources) per forward call of an inference worker
     batch_timeout_ms: float = 10.0       # --batch > 1: a batch waits at most this long after its first frame
+    listen: str | None = None            # tcp://HOST:PORT: remote inference workers join here (results: PORT+1)
+    keys: str | None = None              # with listen: the CurveZMQ keys folder (posestream keys)
 
     def __post_init__(self) -> None:
         if self.policy not in ("auto", "live", "lossless"):
@@ -93,8 +95,19 @@ class PipelineConfig:
         from .pool import MAX_BATCH, MAX_WORKERS
 
         w = self.workers
-        if isinstance(w, bool) or not isinstance(w, int) or not 1 <= w <= MAX_WORKERS:
-            raise ValueError(f"workers must be an integer in [1, {MAX_WORKERS}], got {w!r}")
+        lo = 0 if self.listen else 1   # with remote workers, every worker may be remote
+        if isinstance(w, bool) or not isinstance(w, int) or not lo <= w <= MAX_WORKERS:
+            raise ValueError(f"workers must be an integer in [{lo}, {MAX_WORKERS}], got {w!r}"
+                             + (" (0: only remote workers, with listen)" if w == 0 else ""))
+        if self.listen is not None:
+            from .secure import check_tcp_address
+
+            check_tcp_address(self.listen, "listen")
+            if not self.keys:
+                raise ValueError("listen needs keys: the folder made by `posestream keys DIR` (tcp links are "
+                                 "CurveZMQ-encrypted and only known workers are accepted)")
+        if self.keys is not None and not isinstance(self.keys, str):
+            raise ValueError(f"keys must be a folder, got {self.keys!r}")
         b = self.batch
         if isinstance(b, bool) or not isinstance(b, int) or not 1 <= b <= MAX_BATCH:
             raise ValueError(f"batch must be an integer in [1, {MAX_BATCH}], got {b!r}")
@@ -187,6 +200,16 @@ def validate_config(cfg: PipelineConfig) -> None:
         if k == "file" and "://" not in s and not Path(s).exists():
             raise ValueError(f"{s}: file not found")
     check_model_spec(infer.model, infer.backend, "bottomup")
+    if cfg.listen is not None:   # the keys of the tcp links, before anything binds
+        from .secure import KeyFileError, server_options
+
+        try:
+            server_options(cfg.keys)
+        except KeyFileError as e:
+            raise ConfigError(f"{e} (make the keys with `posestream keys {cfg.keys}`)", ("keys",)) from None
+        if not (Path(cfg.keys) / "authorized").is_dir():
+            raise ConfigError(f"{Path(cfg.keys) / 'authorized'}: no such folder (the public keys of the workers "
+                              f"to accept; `posestream keys {cfg.keys} --worker NAME` makes one)", ("keys",))
     if refine.enabled:
         check_model_spec(refine.model, infer.backend, "topdown")
     if infer.device == "cuda" and not cuda_available(infer.backend):
@@ -474,13 +497,25 @@ class Supervisor:
         if (cfg.refine or {}).get("enabled"):
             infer_chain.append(["posestream.stream.stages:refine_stage",
                                 {"config": cfg.refine, "infer": cfg.infer, "live": self.policy == "live"}])
-        pool = cfg.workers > 1
-        reorder = None
+        pool = cfg.workers > 1 or cfg.listen is not None
+        reorder = remote = None
+        credits = 0
         if pool:
             from .pool import credits_for
 
+            credits = credits_for(self.policy, cfg.batch)
             acks = ipc_address(folder, "acks") if self.policy == "lossless" else None
             reorder = {"workers": cfg.workers, "acks": acks}
+            if cfg.listen is not None:   # remote workers: frames from the broker, results to tracking's inlet
+                from .secure import check_tcp_address
+
+                host, port = check_tcp_address(cfg.listen, "listen")
+                results = f"tcp://{host}:{port + 1}"
+                reorder["inlet"] = {"listen": results, "keys": str(cfg.keys), "to": a["track"]}
+                remote = {"listen": cfg.listen, "keys": str(cfg.keys),
+                          "welcome": {"infer": dict(cfg.infer), "policy": self.policy, "n_sources": n,
+                                      "results_port": port + 1, "keep_image": keep,
+                                      "batch": {"size": cfg.batch, "timeout_ms": float(cfg.batch_timeout_ms)}}}
         specs = [
             StageSpec("output", out_chain, a["output"], None, self.policy, n, wait_meta=True, folder=folder,
                       terminal=True),
@@ -495,11 +530,12 @@ class Supervisor:
             pool_addr = ipc_address(folder, "pool")
             specs.append(StageSpec("dispatch", [], a["infer"], None, self.policy, n, folder=folder, role="dispatch",
                                    pool={"address": pool_addr, "acks": reorder["acks"], "workers": cfg.workers,
-                                         "timeout": float(cfg.worker_timeout)}))
+                                         "timeout": float(cfg.worker_timeout), "credits": credits,
+                                         "remote": remote, "track": a["track"]}))
             for w in range(cfg.workers):
                 specs.append(StageSpec(f"infer{w}", infer_chain, pool_addr, a["track"], self.policy, n,
                                        folder=folder, keep_image=keep, batch=batch,
-                                       pool={"index": w, "credits": credits_for(self.policy, cfg.batch)}))
+                                       pool={"index": w, "credits": credits}))
         for i, src in enumerate(cfg.sources):
             specs.append(StageSpec(f"capture{i}", [["posestream.stream.stages:capture_stage",
                                                     {"source": str(src), "source_id": i,
@@ -608,9 +644,10 @@ class Supervisor:
                 self.failed = name
                 print(f"posestream: stage {name} died ({how}); finishing the recording", file=self.out)
             self.control.stop.set()
-            if name == "dispatch":   # the broker: every worker's markers, past the pool
-                for w in range(self.cfg.workers):
-                    self._send_eos(self._addr("track"), range(len(self.cfg.sources)), info={"worker": w})
+            if name == "dispatch":   # the broker: every local worker's markers, past the pool
+                keys = [f"w{w}" for w in range(self.cfg.workers)]
+                for k in keys or ["dispatch"]:
+                    self._send_eos(self._addr("track"), range(len(self.cfg.sources)), info={"worker": k, "of": keys})
             elif self._is_worker(name):
                 pass   # its markers went to tracking above
             elif name in STAGES:
@@ -753,13 +790,14 @@ class Supervisor:
             "startup_s": {name: {k[2:]: round(m[k] - self._t_start, 3) for k in ("t_main", "t_built", "t_ready")
                                  if k in m} for name, m in self.ready.items()},
         }
-        if self.cfg.workers > 1:
+        if "dispatch" in self.stats or self.cfg.workers > 1 or self.cfg.listen:
             d = self.stats.get("dispatch", {})
             track = self.stats.get("track", {})
             summary["pool"] = {"dispatched": d.get("dispatched", 0), "sent_again": d.get("resent", 0),
                                "per_worker": d.get("per_worker", {}), "workers_lost": list(self.workers_lost),
                                "workers_hung": d.get("workers_hung", []),
                                "lost_with_workers": d.get("lost_with_workers", 0),
+                               "remote_joined": d.get("remote_joined", []), "remote_refused": d.get("refused", 0),
                                "reorder_held_max": track.get("reorder_held_max", 0),
                                "stale_dropped": track.get("reorder_stale", 0),
                                "duplicates": track.get("reorder_duplicates", 0)}

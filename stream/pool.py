@@ -54,6 +54,7 @@ LOG = logging.getLogger(__name__)
 __all__ = ["dispatch_main", "PoolReceiver", "Reorder", "credits_for", "MAX_WORKERS", "MAX_BATCH"]
 
 MAX_WORKERS = 64
+CONTROL = b"posestream-control"   # first part of the broker's own messages to a worker (welcome, bye)
 
 
 MAX_BATCH = 64
@@ -78,30 +79,80 @@ def _pid_alive(pid: int) -> bool:
 class PoolReceiver:
     """A worker's end of the broker link (DEALER, connects): the Receiver interface the runner uses
     (``recv(timeout_ms)``, ``received``, ``dropped``, ``close()``). It sends its credits first, then
-    one credit back each time it asks for the next frame (the previous one is done)."""
+    one credit back each time it asks for the next frame (the previous one is done).
 
-    def __init__(self, ctx: zmq.Context, address: str, index: int, credits: int) -> None:
+    A remote worker (``posestream worker``) gives its own ``ident`` and the CurveZMQ client
+    ``options``, and calls :meth:`hello` / :meth:`welcome` before its credits (``credits=0`` here,
+    :meth:`start` later). It sends a heartbeat while idle, so the broker can tell a silent worker
+    from a busy one. ``bye``: the broker said the run is over (or dropped this worker)."""
+
+    HEARTBEAT_S = 1.0
+
+    def __init__(self, ctx: zmq.Context, address: str, index: int, credits: int, ident: bytes | None = None,
+                 options: dict | None = None) -> None:
+        from .secure import apply
+
         self.sock = ctx.socket(zmq.DEALER)
-        self.sock.setsockopt(zmq.ROUTING_ID, f"w{index}".encode())
-        self.sock.setsockopt(zmq.LINGER, 0)
+        self.sock.setsockopt(zmq.ROUTING_ID, ident or f"w{index}".encode())
+        self.sock.setsockopt(zmq.LINGER, 0 if options is None else 1000)
         self.sock.setsockopt(zmq.RCVHWM, 0)   # what arrives is what this worker asked for
+        apply(self.sock, options)
         self.sock.connect(address)
         self.index = index
         self.received = 0
         self.dropped = 0
+        self.bye: str | None = None
         self._owed = 0
-        self._send({"pid": os.getpid(), "credit": int(credits)})
+        self._t_sent = time.monotonic()
+        if credits:
+            self.start(credits)
 
     def _send(self, msg: dict) -> None:
         self.sock.send(json.dumps(msg).encode())
+        self._t_sent = time.monotonic()
+
+    def start(self, credits: int) -> None:
+        self._send({"pid": os.getpid(), "credit": int(credits)})
+
+    def hello(self, name: str) -> None:
+        self._send({"hello": name, "pid": os.getpid()})
+
+    def welcome(self, timeout_s: float) -> dict | None:
+        """The broker's answer to :meth:`hello` (``{"infer", "policy", ...}``), None when none came."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.sock.poll(100, zmq.POLLIN):
+                parts = self.sock.recv_multipart()
+                if parts[0] == CONTROL and len(parts) > 1:
+                    msg = json.loads(parts[1])
+                    if "welcome" in msg:
+                        return msg["welcome"]
+                    if "bye" in msg:
+                        self.bye = str(msg["bye"])
+                        return None
+        return None
+
+    def leave(self, why: str) -> None:
+        try:
+            self._send({"leave": why})
+        except zmq.ZMQError:
+            pass
 
     def recv(self, timeout_ms: int | None = None) -> Frame | None:
         if self._owed:
             self._send({"credit": self._owed})
             self._owed = 0
+        elif time.monotonic() - self._t_sent > self.HEARTBEAT_S:
+            self._send({"hb": 1})
         if timeout_ms is not None and not self.sock.poll(timeout_ms, zmq.POLLIN):
             return None
-        frame = decode(self.sock.recv_multipart(copy=False))
+        parts = self.sock.recv_multipart(copy=False)
+        if parts[0].bytes == CONTROL:
+            msg = json.loads(parts[1].bytes) if len(parts) > 1 else {}
+            if "bye" in msg:
+                self.bye = str(msg["bye"])
+            return None
+        frame = decode(parts)
         self.received += 1
         if not frame.control:
             self._owed += 1
@@ -111,6 +162,11 @@ class PoolReceiver:
         self.sock.close()
 
 
+def _key(worker) -> str:
+    """A worker's key in end-of-stream markers: ``w0``, ``w1``, ... (local) or its routing id."""
+    return f"w{worker}" if isinstance(worker, int) else str(worker)
+
+
 # -- the track process's input: order restored -----------------------------------------------------------
 
 
@@ -118,7 +174,8 @@ class Reorder:
     """Merges the N workers' links back into per-source order (see the module docstring); the
     Receiver interface the runner uses. ``acks``: the broker's watermark address (lossless)."""
 
-    def __init__(self, rx, workers: int, policy: str, ctx: zmq.Context | None = None, acks: str | None = None) -> None:
+    def __init__(self, rx, workers: int, policy: str, ctx: zmq.Context | None = None, acks: str | None = None,
+                 inlet: dict | None = None) -> None:
         self.rx = rx
         self.workers = int(workers)
         self.live = policy == "live"
@@ -129,6 +186,7 @@ class Reorder:
         self._next: dict[int, int] = collections.defaultdict(int)   # lossless: next seq to pass on
         self._last: dict[int, int] = {}                              # live: last seq passed on
         self._eos: dict[int, set] = collections.defaultdict(set)
+        self._of: dict[int, set] = {}
         self._done: set[int] = set()
         self._ready: collections.deque = collections.deque()
         self._ack = None
@@ -137,6 +195,9 @@ class Reorder:
             self._ack.setsockopt(zmq.LINGER, 0)
             self._ack.setsockopt(zmq.SNDHWM, 10000)
             self._ack.connect(acks)
+        self.inlet = None   # remote workers' results (tcp, CurveZMQ) into this process's input
+        if inlet is not None and ctx is not None:
+            self.inlet = TcpInlet(ctx, inlet["listen"], inlet["keys"], inlet["to"])
 
     @property
     def received(self) -> int:
@@ -167,8 +228,12 @@ class Reorder:
             return
         sid = frame.source_id
         if frame.eos:
-            self._eos[sid].add(frame.info.get("worker"))
-            if len(self._eos[sid]) >= self.workers and sid not in self._done:
+            # a source ends when every worker the broker sent its marker to (``of``) has passed it on
+            # (or the broker / the supervisor passed it on in place of a worker that died)
+            self._eos[sid].add(_key(frame.info.get("worker")))
+            if frame.info.get("of") is not None:
+                self._of.setdefault(sid, set()).update(_key(k) for k in frame.info["of"])
+            if sid in self._of and self._of[sid] <= self._eos[sid] and sid not in self._done:
                 self._done.add(sid)
                 left = self._buf.pop(sid, {})
                 if left:   # only after a failure (frames lost with a worker): what arrived, in order
@@ -212,6 +277,8 @@ class Reorder:
     def close(self) -> None:
         if self._ack is not None:
             self._ack.close()
+        if self.inlet is not None:
+            self.inlet.close()
         self._buf.clear()
         self._ready.clear()
         self.rx.close()
@@ -221,33 +288,72 @@ class Reorder:
 
 
 class _Worker:
-    def __init__(self, ident: bytes, pid: int | None) -> None:
-        self.ident, self.pid = ident, pid
+    def __init__(self, ident: bytes, pid: int | None, router: zmq.Socket, remote: str | None = None) -> None:
+        self.ident, self.pid, self.router = ident, pid, router
+        self.remote = remote                  # a remote worker's name (posestream worker), None: local
         self.inflight: dict[tuple[int, int], Frame] = {}   # lossless: (sid, seq) -> frame, until passed on
         self.dead = False
         self.sent = 0
         self.pending: collections.deque = collections.deque()   # when each frame not yet credited back was sent
+        self.markers: set[int] = set()        # sources whose end-of-stream marker it was sent
+        self.last_seen = time.monotonic()
+
+    @property
+    def key(self):
+        """Its key in end-of-stream markers: the index of a local worker, else its routing id."""
+        tail = self.ident[1:]
+        return int(tail) if self.remote is None and tail.isdigit() else self.ident.decode(errors="replace")
 
 
 class Broker:
-    """The load-balancing broker's state and steps (the process loop is :func:`dispatch_main`)."""
+    """The load-balancing broker's state and steps (the process loop is :func:`dispatch_main`).
+
+    ``remote``: ``{"listen", "keys", "welcome"}``: also accept remote workers (``posestream worker
+    --connect``) on a CurveZMQ ROUTER bound to ``listen``; ``welcome`` is what each is told (the
+    inference settings, where results go). ``track``: the track process's address, where the broker
+    passes a dead worker's end-of-stream markers on in its place (and every marker, when no worker
+    is left)."""
 
     def __init__(self, ctx: zmq.Context, in_addr: str, pool_addr: str, acks_addr: str | None, policy: str,
-                 n_sources: int, n_workers: int, timeout: float | None = None) -> None:
+                 n_sources: int, n_workers: int, timeout: float | None = None, credits: int = 2,
+                 remote: dict | None = None, track: str | None = None) -> None:
         from .transport import Receiver
 
         self.timeout = timeout            # seconds without a credit back: the worker is hung
-        self.hung: list[int] = []
+        self.hung: list = []
 
         self.policy = policy
         self.lossless = policy == "lossless"
         self.n_sources, self.n_workers = n_sources, n_workers
+        self.credits = max(1, int(credits))
         self.rx = Receiver(ctx, in_addr, policy)
         self.router = ctx.socket(zmq.ROUTER)
         self.router.setsockopt(zmq.ROUTER_MANDATORY, 1)
         self.router.setsockopt(zmq.SNDHWM, 0)     # bounded by the credits (+ a few markers)
         self.router.setsockopt(zmq.LINGER, 2000)
         self.router.bind(pool_addr)
+        self.routers = [self.router]
+        self.auth = None
+        self.remote_router = None
+        self.welcome = None
+        if remote:
+            from .secure import Authenticator, apply, server_options
+
+            self.auth = Authenticator(ctx, os.path.join(remote["keys"], "authorized"), "dispatch")
+            r = self.remote_router = ctx.socket(zmq.ROUTER)
+            r.setsockopt(zmq.ROUTER_MANDATORY, 1)
+            r.setsockopt(zmq.SNDHWM, 0)
+            r.setsockopt(zmq.LINGER, 1000)
+            apply(r, server_options(remote["keys"]))
+            r.bind(remote["listen"])
+            self.routers.append(r)
+            self.welcome = remote.get("welcome") or {}
+            LOG.info("remote workers: listening on %s (CurveZMQ)", remote["listen"])
+        self.track = None
+        if track is not None:
+            self.track = ctx.socket(zmq.PUSH)
+            self.track.setsockopt(zmq.LINGER, 2000)
+            self.track.connect(track)
         self.acks = None
         if acks_addr is not None and self.lossless:
             self.acks = ctx.socket(zmq.PULL)
@@ -264,26 +370,37 @@ class Broker:
         self.dropped = 0                       # live: older frames replaced by a newer one of the source
         self.resent = 0
         self.dispatched = 0
-        self.lost_workers: list[int] = []
+        self.lost_workers: list = []
+        self.joined: list[str] = []            # remote workers that joined (their names)
         self.lost_frames = 0                   # live: frames a dead worker held (counted as drops)
-        # lossless: frames sent but not yet passed on by tracking (what a dead worker may have held);
-        # reading from the captures pauses above this, so memory stays bounded
-        self.max_retained = 8 + 4 * n_workers
-        self.max_queue = 2 + n_workers
+
+    # -- limits ------------------------------------------------------------------------------------
+
+    @property
+    def max_retained(self) -> int:
+        """Lossless: frames sent but not yet passed on by tracking (what a dead worker may have
+        held); reading from the captures pauses above this, so memory stays bounded."""
+        return 8 + 2 * self.credits * max(1, self.alive_workers())
+
+    @property
+    def max_queue(self) -> int:
+        return 2 + self.credits * max(1, self.alive_workers())
 
     # -- sockets -----------------------------------------------------------------------------------
 
     def poll(self, timeout_ms: int) -> None:
         poller = zmq.Poller()
-        poller.register(self.router, zmq.POLLIN)
+        for r in self.routers:
+            poller.register(r, zmq.POLLIN)
         if self.acks is not None:
             poller.register(self.acks, zmq.POLLIN)
         reading = self._want_input()
         if reading:
             poller.register(self.rx.sock, zmq.POLLIN)
         ready = dict(poller.poll(0 if (reading and self.rx._pending) else timeout_ms))
-        if self.router in ready:
-            self._credits()
+        for r in self.routers:
+            if r in ready:
+                self._credits(r)
         if self.acks is not None and self.acks in ready:
             self._acks()
         if reading and (self.rx._pending or self.rx.sock in ready):
@@ -298,23 +415,49 @@ class Broker:
     def _retained(self) -> int:
         return sum(len(w.inflight) for w in self.workers.values())
 
-    def _credits(self) -> None:
+    def _control(self, router: zmq.Socket, ident: bytes, msg: dict) -> bool:
+        try:
+            router.send_multipart([ident, CONTROL, json.dumps(msg).encode()])
+            return True
+        except zmq.ZMQError:
+            return False
+
+    def _credits(self, router: zmq.Socket) -> None:
         while True:
             try:
-                ident, msg = self.router.recv_multipart(zmq.NOBLOCK)
+                ident, msg = router.recv_multipart(zmq.NOBLOCK)
             except zmq.Again:
                 return
+            except ValueError:   # not [ident, message]: not one of ours
+                continue
             try:
                 d = json.loads(msg)
+                if not isinstance(d, dict):
+                    continue
             except ValueError:
                 continue
+            remote = router is self.remote_router
             w = self.workers.get(ident)
             if w is None:
-                w = self.workers[ident] = _Worker(ident, d.get("pid"))
-                LOG.debug("worker %s (pid %s) connected", ident, w.pid)
+                if remote and "hello" not in d:
+                    continue   # a remote worker says hello first
+                w = self.workers[ident] = _Worker(ident, d.get("pid") if not remote else None, router,
+                                                  str(d["hello"])[:64] if remote else None)
+                if remote:
+                    self.joined.append(w.remote)
+                    LOG.warning("remote worker %s (%s) joined", w.remote, ident.decode(errors="replace"))
+                    if not self._control(router, ident, {"welcome": {**self.welcome, "credits": self.credits}}):
+                        self.worker_died(w)
+                else:
+                    LOG.debug("worker %s (pid %s) connected", ident, w.pid)
             if w.dead:
                 continue
-            n = max(0, int(d.get("credit", 0)))
+            w.last_seen = time.monotonic()
+            if "leave" in d:
+                LOG.warning("worker %s left (%s)", w.remote or ident.decode(), str(d["leave"])[:200])
+                self.worker_died(w)
+                continue
+            n = max(0, int(d.get("credit", 0) or 0))
             for _ in range(min(n, len(w.pending))):   # (its first credits follow no frame)
                 w.pending.popleft()
             self.lru.extend([ident] * n)
@@ -362,7 +505,7 @@ class Broker:
 
     def _send(self, w: _Worker, frame: Frame) -> bool:
         try:
-            self.router.send_multipart([w.ident] + encode(frame), copy=False)
+            w.router.send_multipart([w.ident] + encode(frame), copy=False)
             if not frame.control:   # (the worker credits back frames, not markers)
                 w.pending.append(time.monotonic())
             return True
@@ -408,20 +551,34 @@ class Broker:
                 w.inflight[(f.source_id, f.info["seq"])] = f
         self._end_sources()
 
+    @staticmethod
+    def _marker(marker: Frame, sid: int, info: dict) -> Frame:
+        return Frame(source_id=sid, frame_id=marker.frame_id, t_capture_ns=marker.t_capture_ns, epoch=marker.epoch,
+                     pts=marker.pts, info={**marker.info, **info}, eos=True)
+
     def _end_sources(self) -> None:
         for sid, marker in list(self.eos_wait.items()):
             if self.acks is not None and (self.passed[sid] < self.seq[sid] or any(
                     f.source_id == sid for f in self.resend)):
                 continue   # frames of it are still on their way: a dead worker's may need sending again
             del self.eos_wait[sid]
-            for w in self.workers.values():
-                if not w.dead:
-                    idx = int(w.ident[1:]) if w.ident[1:].isdigit() else -1
-                    out = Frame(source_id=sid, frame_id=marker.frame_id, t_capture_ns=marker.t_capture_ns,
-                                epoch=marker.epoch, pts=marker.pts, info={**marker.info, "worker": idx}, eos=True)
-                    if not self._send(w, out):
-                        self.worker_died(w)
+            alive = [w for w in self.workers.values() if not w.dead]
+            of = [w.key for w in alive]
+            for w in alive:
+                w.markers.add(sid)
+                if not self._send(w, self._marker(marker, sid, {"worker": w.key, "of": of})):
+                    self.worker_died(w)
+            if not alive:   # no worker left (or none joined): tracking is told directly
+                self._to_track(self._marker(marker, sid, {"worker": "dispatch", "of": []}))
             self.ended.add(sid)
+
+    def _to_track(self, frame: Frame) -> None:
+        if self.track is None:
+            return
+        try:
+            self.track.send_multipart(encode(frame), zmq.NOBLOCK)
+        except zmq.ZMQError as e:
+            LOG.warning("could not pass on an end-of-stream marker of source %d (%s)", frame.source_id, e)
 
     def check_workers(self) -> None:
         now = time.monotonic()
@@ -433,7 +590,7 @@ class Broker:
             elif self.timeout and w.pending and now - w.pending[0] > self.timeout:
                 LOG.warning("worker %s (pid %s) returned no frame for %.1f s: hung, killed", w.ident.decode(),
                             w.pid, now - w.pending[0])
-                self.hung.append(int(w.ident[1:]) if w.ident[1:].isdigit() else -1)
+                self.hung.append(w.key)
                 if w.pid is not None:
                     import signal
 
@@ -441,17 +598,23 @@ class Broker:
                         os.kill(int(w.pid), signal.SIGKILL)
                     except OSError:
                         pass
+                else:   # a remote worker: told to go (it may be unreachable)
+                    self._control(w.router, w.ident, {"bye": "no frame returned in time: dropped"})
+                self.worker_died(w)
+            elif w.remote is not None and self.timeout and now - w.last_seen > self.timeout:
+                LOG.warning("remote worker %s silent for %.1f s: gone", w.remote, now - w.last_seen)
                 self.worker_died(w)
 
     def worker_died(self, w: _Worker) -> None:
         if w.dead:
             return
         w.dead = True
-        idx = int(w.ident[1:]) if w.ident[1:].isdigit() else -1
-        self.lost_workers.append(idx)
+        self.lost_workers.append(w.key)
         held = sorted(w.inflight.items(), key=lambda kv: (kv[1].t_capture_ns, kv[0]))
         w.inflight = {}
         self.lru = collections.deque(i for i in self.lru if i != w.ident)
+        for sid in sorted(w.markers):   # markers it may not have passed on: in its place
+            self._to_track(Frame(source_id=sid, frame_id=-1, t_capture_ns=0, eos=True, info={"worker": w.key}))
         if not self.lossless:   # live: what it held is lost, counted as drops
             self.lost_frames += len(w.pending)
             LOG.warning("worker %s (pid %s) died; the %d frame(s) it held are counted as dropped", w.ident.decode(),
@@ -469,14 +632,22 @@ class Broker:
         return sum(not w.dead for w in self.workers.values())
 
     def close(self) -> None:
+        for w in self.workers.values():   # remote workers: the run is over
+            if w.remote is not None and not w.dead:
+                self._control(w.router, w.ident, {"bye": "the run is over"})
         self.queue.clear()
         self.resend.clear()
         for w in self.workers.values():
             w.inflight = {}
         self.rx.close()
-        self.router.close()
+        for r in self.routers:
+            r.close()
+        if self.track is not None:
+            self.track.close()
         if self.acks is not None:
             self.acks.close()
+        if self.auth is not None:
+            self.auth.close()
 
 
 def dispatch_main(spec, ctx: zmq.Context, status, halted) -> dict:
@@ -484,7 +655,8 @@ def dispatch_main(spec, ctx: zmq.Context, status, halted) -> dict:
     until every source's marker went to every worker, or a halt. Returns its statistics."""
     pool = spec.pool or {}
     b = Broker(ctx, spec.in_addr, pool["address"], pool.get("acks"), spec.policy, spec.n_sources,
-               int(pool["workers"]), pool.get("timeout"))
+               int(pool["workers"]), pool.get("timeout"), int(pool.get("credits", 2)), pool.get("remote"),
+               pool.get("track"))
     try:
         status.send("ready", meta={})
         next_check = 0.0
@@ -497,6 +669,54 @@ def dispatch_main(spec, ctx: zmq.Context, status, halted) -> dict:
         return {"received": b.rx.received, "dropped": b.rx.dropped + b.dropped + b.lost_frames,
                 "lost_with_workers": b.lost_frames, "dispatched": b.dispatched,
                 "resent": b.resent, "workers_lost": b.lost_workers, "workers_hung": b.hung,
-                "per_worker": {w.ident.decode(): w.sent for w in b.workers.values()}}
+                "remote_joined": b.joined, "refused": b.auth.refused if b.auth is not None else 0,
+                "per_worker": {w.ident.decode(errors="replace"): w.sent for w in b.workers.values()}}
     finally:
         b.close()
+
+
+class TcpInlet:
+    """The track process's door for remote workers' results: a CurveZMQ PULL bound to ``listen``
+    (accepting the authorized keys only), forwarded as they come (ZeroMQ's proxy, in a thread) to
+    the process's own input link ``to``, where they merge with the local workers' results."""
+
+    def __init__(self, ctx: zmq.Context, listen: str, keys: str, to: str) -> None:
+        import threading
+
+        from .secure import Authenticator, apply, server_options
+
+        self.auth = Authenticator(ctx, os.path.join(keys, "authorized"), "track")
+        self.front = ctx.socket(zmq.PULL)
+        self.front.setsockopt(zmq.LINGER, 0)
+        apply(self.front, server_options(keys))
+        self.front.bind(listen)
+        self.back = ctx.socket(zmq.PUSH)
+        self.back.setsockopt(zmq.LINGER, 1000)
+        self.back.connect(to)
+        self._ctl_addr = f"inproc://inlet-{id(self)}"
+        self.ctl = ctx.socket(zmq.PAIR)
+        self.ctl.bind(self._ctl_addr)
+        peer = ctx.socket(zmq.PAIR)
+        peer.connect(self._ctl_addr)
+
+        def run() -> None:
+            try:
+                zmq.proxy_steerable(self.front, self.back, None, peer)
+            except zmq.ZMQError:
+                pass
+            finally:
+                peer.close()
+                self.front.close()
+                self.back.close()
+
+        self.thread = threading.Thread(target=run, name="tcp-inlet", daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        try:
+            self.ctl.send(b"TERMINATE")
+        except zmq.ZMQError:
+            pass
+        self.thread.join(timeout=2)
+        self.ctl.close()
+        self.auth.close()

@@ -188,8 +188,10 @@ class PublishSink(Sink):
     needs_image = False
 
     def __init__(self, address: str = DEFAULT_ADDRESS, hwm: int = 100, nodrop: bool = False,
-                 linger_s: float = 0.2) -> None:
+                 linger_s: float = 0.2, keys: str | None = None) -> None:
         self._addr = parse_address(address, bind=True)
+        self.keys = keys   # CurveZMQ: the keys folder (server.key_secret, authorized/): known subscribers only
+        self._auth = None
         if isinstance(hwm, bool) or not isinstance(hwm, int) or hwm < 1:
             raise ValueError(f"hwm must be an integer >= 1, got {hwm!r}")
         self.address = str(address).strip()
@@ -224,16 +226,27 @@ class PublishSink(Sink):
                 sock.setsockopt(zmq.IPV6, 1)
             if self.nodrop:
                 sock.setsockopt(zmq.XPUB_NODROP, 1)
+            if self.keys is not None:
+                from .secure import Authenticator, apply, server_options
+
+                apply(sock, server_options(self.keys))
+                import os
+
+                self._auth = Authenticator(ctx, os.path.join(self.keys, "authorized"), "publish")
             sock.bind(self._addr.endpoint())
             endpoint = sock.getsockopt(zmq.LAST_ENDPOINT)
         except zmq.ZMQError as e:
             sock.close(0)
+            if self._auth is not None:
+                self._auth.close()
+                self._auth = None
             ctx.term()
             raise PublishError(f"cannot publish on {self.address}: {_strerror(e)}") from None
         self._ctx, self._sock = ctx, sock
         if isinstance(endpoint, bytes) and endpoint:
             self.address = endpoint.decode()
-        LOG.info("publishing keypoints on %s%s", self.address, "" if self.loopback else " (network)")
+        LOG.info("publishing keypoints on %s%s%s", self.address, "" if self.loopback else " (network)",
+                 " (CurveZMQ)" if self.keys else "")
 
     def write(self, frame: Frame) -> None:
         """Publish the frame's record; never blocks (a refused message counts in ``dropped``)."""
@@ -261,6 +274,9 @@ class PublishSink(Sink):
         self._sock = self._ctx = None
         if sock is not None:
             sock.close()
+        if self._auth is not None:
+            self._auth.close()
+            self._auth = None
         if ctx is not None:
             ctx.term()
 

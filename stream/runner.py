@@ -462,7 +462,8 @@ def stage_main(spec: StageSpec, status_addr: str, control: Control, parent_pid: 
             if spec.reorder is not None:   # after a pool: per-source order restored
                 from .pool import Reorder
 
-                rx = Reorder(rx, int(spec.reorder["workers"]), spec.policy, ctx, spec.reorder.get("acks"))
+                rx = Reorder(rx, int(spec.reorder["workers"]), spec.policy, ctx, spec.reorder.get("acks"),
+                             spec.reorder.get("inlet"))
             inp = _LinkInput(rx)
         tx = Sender(ctx, spec.out_addr, spec.policy) if spec.out_addr else None
         meta: dict = {}

@@ -289,6 +289,9 @@ class SinkConfig:
             ``$POSESTREAM_SERVE_TOKEN``).
         max_viewers, jpeg_quality: limits of the browser view.
         publish: ZeroMQ PUB address for the per-frame JSON (``tcp://127.0.0.1:5555``).
+        publish_keys: a keys folder (``posestream keys``): the publisher is a CurveZMQ server that
+            only the subscribers whose public keys are in its ``authorized/`` accept
+            (``posestream listen --keys DIR --name NAME``); for tcp across hosts.
         stream: ``rtsp://`` / ``rtmp://`` URLs to push the annotated H.264 to.
     """
 
@@ -304,6 +307,7 @@ class SinkConfig:
     max_viewers: int = 8
     jpeg_quality: int = 80
     publish: str | None = None
+    publish_keys: str | None = None
     stream: list = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -321,6 +325,15 @@ class SinkConfig:
             from posestream.stream.publish import parse_address
 
             parse_address(self.publish)
+        if self.publish_keys is not None:
+            if not isinstance(self.publish_keys, str) or self.publish is None:
+                raise ValueError(f"publish_keys must be a keys folder, with publish set; got {self.publish_keys!r}")
+            from posestream.stream.secure import KeyFileError, server_options
+
+            try:
+                server_options(self.publish_keys)
+            except KeyFileError as e:
+                raise ValueError(str(e)) from None
         if self.stream:
             from posestream.stream.restream import check_url
 
@@ -369,7 +382,7 @@ def build_sinks(config: SinkConfig) -> list:
     if config.publish is not None:
         from posestream.stream.publish import PublishSink
 
-        sinks.append(PublishSink(config.publish))
+        sinks.append(PublishSink(config.publish, keys=config.publish_keys))
     for url in config.stream:
         from posestream.stream.restream import RestreamSink
 

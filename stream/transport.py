@@ -347,16 +347,19 @@ class Sender:
     ``shm``: use the shared-memory ring for images of ``shm_min_bytes`` or more on ``ipc://``
     links (see the module docstring). ``slots``: ring size (default 6 lossless, 4 live).
     ``linger_s``: how long ``close`` waits for a receiver to pick up frames still in the ring.
+    ``options``: socket options set before it connects (CurveZMQ keys on ``tcp://`` links).
     """
 
     def __init__(self, ctx: zmq.Context, address: str, policy: str, *, shm: bool = True, slots: int | None = None,
-                 shm_min_bytes: int = SHM_MIN_BYTES, linger_s: float = 10.0) -> None:
+                 shm_min_bytes: int = SHM_MIN_BYTES, linger_s: float = 10.0, options: dict | None = None) -> None:
         if policy not in POLICIES:
             raise ValueError(f"unknown flow policy {policy!r}; known: {', '.join(POLICIES)}")
         self.policy = policy
         self.sock = ctx.socket(zmq.PUSH)
         self.sock.setsockopt(zmq.SNDHWM, _HWM[policy])
         self.sock.setsockopt(zmq.LINGER, 2000)
+        for k, v in (options or {}).items():   # e.g. CurveZMQ's client keys (stream/secure.py)
+            self.sock.setsockopt(k, v)
         self.sock.connect(address)
         self.dropped = 0
         self.sent = 0

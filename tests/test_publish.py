@@ -304,3 +304,45 @@ def test_readme_subscriber_example_reads_3_messages(sink):
         src, fid, tid, x, y, score = line.split()
         assert (src, tid, float(y), float(score)) == ("0", "0", 0.0, 0.5)
         assert float(x) == float(fid)  # keypoint 0's x is the frame id in make_frame
+
+
+def test_curve_publisher_reaches_authorized_subscribers_only(tmp_path):
+    """sink.publish_keys: the PUB socket is a CurveZMQ server; a subscriber with an authorized
+    key pair gets the records, one with the right server key but an unknown pair gets nothing."""
+    from posestream.stream.secure import client_options, make_pair
+
+    keys, other = tmp_path / "k", tmp_path / "o"
+    make_pair(keys, "server")
+    make_pair(keys, "viewer")
+    (keys / "authorized").mkdir()
+    (keys / "authorized" / "viewer.key").write_text((keys / "viewer.key").read_text())
+    make_pair(other, "intruder")
+    sink = PublishSink("tcp://127.0.0.1:0", keys=str(keys))
+    sink.open()
+    ctx = zmq.Context()
+    subs = {}
+    try:
+        for name, folder in (("viewer", keys), ("intruder", other)):
+            s = ctx.socket(zmq.SUB)
+            s.setsockopt(zmq.LINGER, 0)
+            for k, v in client_options(folder / f"{name}.key_secret", keys / "server.key").items():
+                s.setsockopt(k, v)
+            s.setsockopt(zmq.SUBSCRIBE, b"")
+            s.connect(sink.address)
+            subs[name] = s
+        got = []
+        deadline = time.time() + 10
+        i = 0
+        while time.time() < deadline and len(got) < 3:
+            sink.write(Frame(source_id=0, frame_id=i, t_capture_ns=i, people=People.empty()))
+            i += 1
+            if subs["viewer"].poll(50):
+                got.append(json.loads(subs["viewer"].recv_multipart()[1])["frame_id"])
+        assert len(got) == 3 and got == sorted(got)
+        assert not subs["intruder"].poll(300)
+        assert sink._auth.refused >= 1 and sink._auth.accepted >= 1
+    finally:
+        for s in subs.values():
+            s.close()
+        sink.close()
+        ctx.term()

@@ -211,10 +211,10 @@ def test_worker_timeout_is_checked_before_anything_runs(tmp_path):
 
 
 def test_live_pool_keeps_the_newest_frame_and_counts_every_drop(tmp_path):
-    # a 10 fps camera-paced file, ~150 ms per frame in each of two workers: frames are dropped,
+    # a 10 fps camera-paced file, ~250 ms per frame in each of two workers (8 fps together): frames are dropped,
     # none is passed on after a newer one of its source, and every captured frame is out or counted
     clip = make_clip(tmp_path / "c30.mp4", 30)
-    r = posestream("run", "--source", str(clip), "--realtime", "--policy", "live", "--infer-delay-ms", "150",
+    r = posestream("run", "--source", str(clip), "--realtime", "--policy", "live", "--infer-delay-ms", "250",
                    "--model", "lite", "--workers", "2", "--jsonl", str(tmp_path / "l.jsonl"), *FAST)
     assert r.returncode == 0, r.stderr[-2000:]
     s = summary_of(r.stdout)
@@ -251,8 +251,9 @@ def _f(sid, seq):
                  people=People.empty())
 
 
-def _eos(sid, worker):
-    return Frame(source_id=sid, frame_id=-1, t_capture_ns=0, eos=True, info={"worker": worker})
+def _eos(sid, worker, of=(0, 1)):
+    """Worker ``worker``'s end-of-stream marker, which the broker sent to every worker in ``of``."""
+    return Frame(source_id=sid, frame_id=-1, t_capture_ns=0, eos=True, info={"worker": worker, "of": list(of)})
 
 
 def _drain(r):
