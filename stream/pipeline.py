@@ -27,6 +27,7 @@ import dataclasses
 import json
 import logging
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -122,13 +123,25 @@ class PipelineConfig:
         return from_section(cls, d, "pipeline option")
 
 
+REMOTE = "remote:"
+
+
+def remote_source(spec) -> str | None:
+    """The capture's name of a ``remote:NAME`` source (a ``posestream capture --connect`` on
+    another host sends its frames), else None."""
+    s = str(spec).strip()
+    return s[len(REMOTE):] if s.startswith(REMOTE) else None
+
+
 def flow_policy(cfg: PipelineConfig) -> str:
-    """``live`` when any source is live (webcam, RTSP) unless the config says otherwise."""
+    """``live`` when any source is live (webcam, RTSP; a remote capture counts as one) unless the
+    config says otherwise."""
     if cfg.policy != "auto":
         return cfg.policy
     from .sources import source_kind
 
-    return "live" if any(source_kind(str(s)).live for s in cfg.sources) else "lossless"
+    return "live" if any(remote_source(s) is not None or source_kind(str(s)).live for s in cfg.sources) \
+        else "lossless"
 
 
 def check_output_path(path, what: str) -> Path:
@@ -196,6 +209,15 @@ def validate_config(cfg: PipelineConfig) -> None:
         s = str(s)
         if not s.strip():
             raise ValueError("empty source name")
+        name = remote_source(s)
+        if name is not None:
+            if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}", name):
+                raise ValueError(f"{s}: a remote capture's name is letters, digits, '_', '.', '-'")
+            if cfg.listen is None:
+                raise ValueError(f"{s}: a remote capture needs listen (tcp://HOST:PORT) and keys; it connects there")
+            if sum(remote_source(x) == name for x in cfg.sources) > 1:
+                raise ValueError(f"{s}: given twice")
+            continue
         k = source_kind(s)
         if k == "file" and "://" not in s and not Path(s).exists():
             raise ValueError(f"{s}: file not found")
@@ -228,7 +250,7 @@ def validate_config(cfg: PipelineConfig) -> None:
             raise ValueError(f"{seen[key]} and {what} both write {p}")
         seen[key] = what
     for s in cfg.sources:
-        if source_kind(str(s)) == "file" and os.path.realpath(str(s)) in seen:
+        if remote_source(s) is None and source_kind(str(s)) == "file" and os.path.realpath(str(s)) in seen:
             raise ValueError(f"{s}: would be overwritten by {seen[os.path.realpath(str(s))]}")
 
 
@@ -512,7 +534,11 @@ class Supervisor:
                 host, port = check_tcp_address(cfg.listen, "listen")
                 results = f"tcp://{host}:{port + 1}"
                 reorder["inlet"] = {"listen": results, "keys": str(cfg.keys), "to": a["track"]}
-                remote = {"listen": cfg.listen, "keys": str(cfg.keys),
+                remote = {"listen": cfg.listen, "keys": str(cfg.keys), "frames": f"tcp://{host}:{port + 2}",
+                          "captures": {remote_source(src): i for i, src in enumerate(cfg.sources)
+                                       if remote_source(src) is not None},
+                          "capture_welcome": {"policy": self.policy, "frames_port": port + 2,
+                                              "source_options": dict(cfg.source_options or {})},
                           "welcome": {"infer": dict(cfg.infer), "policy": self.policy, "n_sources": n,
                                       "results_port": port + 1, "keep_image": keep,
                                       "batch": {"size": cfg.batch, "timeout_ms": float(cfg.batch_timeout_ms)}}}
@@ -537,6 +563,8 @@ class Supervisor:
                                        folder=folder, keep_image=keep, batch=batch,
                                        pool={"index": w, "credits": credits}))
         for i, src in enumerate(cfg.sources):
+            if remote_source(src) is not None:   # its frames come from another host, through the broker
+                continue
             specs.append(StageSpec(f"capture{i}", [["posestream.stream.stages:capture_stage",
                                                     {"source": str(src), "source_id": i,
                                                      "options": dict(cfg.source_options or {})}]],
@@ -764,6 +792,8 @@ class Supervisor:
         out_src = out.get("per_source") or {}
         for i, s in enumerate(self.cfg.sources):
             c = caps.get(f"capture{i}", {})
+            if remote_source(s) is not None:   # counted by the broker, as they came in
+                c = {"captured": int(((self.stats.get("dispatch") or {}).get("remote_captured") or {}).get(str(i), 0))}
             o = out_src.get(str(i), {})
             per_source.append({"source": str(s), "frames_in": c.get("captured", 0), "frames_out": o.get("frames_out", 0),
                                "gaps": o.get("gaps", 0), "reconnects": c.get("reconnects", 0),
@@ -773,7 +803,7 @@ class Supervisor:
         errors = list(self.errors) + [f"output {name}: {msg}" for name, msg in (out.get("sink_errors") or {}).items()]
         summary = {
             "policy": self.policy, "sources": [str(s) for s in self.cfg.sources], "wall_s": wall_s,
-            "frames_in": sum(v.get("captured", 0) for v in caps.values()), "frames_out": out.get("frames_out", 0),
+            "frames_in": sum(p["frames_in"] for p in per_source), "frames_out": out.get("frames_out", 0),
             "frames_dropped": dropped, "frame_id_gaps": out.get("frame_id_gaps", 0), "fps_out": out.get("fps"),
             "stage_latency_ms": {k: h.percentiles((50, 95)) for k, h in timings.items()},
             "capture_to_output_ms": e2e.percentiles((50, 95, 99)),

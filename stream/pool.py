@@ -305,6 +305,15 @@ class _Worker:
         return int(tail) if self.remote is None and tail.isdigit() else self.ident.decode(errors="replace")
 
 
+class _Capture:
+    """A remote capture (``posestream capture --connect``) that said hello for source ``sid``."""
+
+    def __init__(self, name: str, sid: int, ident: bytes, router: zmq.Socket) -> None:
+        self.name, self.sid, self.ident, self.router = name, sid, ident, router
+        self.last_seen = time.monotonic()
+        self.gone = False
+
+
 class Broker:
     """The load-balancing broker's state and steps (the process loop is :func:`dispatch_main`).
 
@@ -349,6 +358,15 @@ class Broker:
             self.routers.append(r)
             self.welcome = remote.get("welcome") or {}
             LOG.info("remote workers: listening on %s (CurveZMQ)", remote["listen"])
+        self.capture_sids: dict[str, int] = dict((remote or {}).get("captures") or {})   # name -> source id
+        self.capture_welcome = (remote or {}).get("capture_welcome") or {}
+        self.captures: dict[str, _Capture] = {}
+        self.remote_captured: dict[int, int] = collections.defaultdict(int)
+        self.remote_dropped = 0
+        self.stopping = False
+        self.frames_inlet = None
+        if self.capture_sids:   # remote captures' frames: into this process's input, with the local ones'
+            self.frames_inlet = TcpInlet(ctx, remote["frames"], remote["keys"], in_addr, auth=self.auth)
         self.track = None
         if track is not None:
             self.track = ctx.socket(zmq.PUSH)
@@ -373,6 +391,7 @@ class Broker:
         self.lost_workers: list = []
         self.joined: list[str] = []            # remote workers that joined (their names)
         self.lost_frames = 0                   # live: frames a dead worker held (counted as drops)
+        self._got_eos: set[int] = set()        # remote captures' sources whose marker came (or was made)
 
     # -- limits ------------------------------------------------------------------------------------
 
@@ -437,6 +456,9 @@ class Broker:
             except ValueError:
                 continue
             remote = router is self.remote_router
+            if remote and ("capture" in d or ident in self._capture_idents()):
+                self._capture_message(router, ident, d)
+                continue
             w = self.workers.get(ident)
             if w is None:
                 if remote and "hello" not in d:
@@ -462,6 +484,71 @@ class Broker:
                 w.pending.popleft()
             self.lru.extend([ident] * n)
 
+    # -- remote captures (posestream capture --connect) ----------------------------------------------
+
+    def _capture_idents(self) -> set:
+        return {c.ident for c in self.captures.values()}
+
+    def _capture_message(self, router: zmq.Socket, ident: bytes, d: dict) -> None:
+        c = next((c for c in self.captures.values() if c.ident == ident), None)
+        if c is None:
+            name = str(d.get("capture"))[:64]
+            sid = self.capture_sids.get(name)
+            old = self.captures.get(name)
+            why = None
+            if sid is None:
+                why = (f"no source remote:{name} in this pipeline (its remote sources: "
+                       f"{', '.join('remote:' + n for n in self.capture_sids) or 'none'})")
+            elif old is not None and not old.gone:
+                why = f"remote:{name} is already connected"
+            elif sid in self.remote_ended or self.stopping:
+                why = f"remote:{name}: its stream has ended"
+            if why is not None:
+                LOG.warning("remote capture %s refused: %s", name, why)
+                self._control(router, ident, {"bye": why})
+                return
+            c = self.captures[name] = _Capture(name, sid, ident, router)
+            LOG.warning("remote capture %s joined as source %d", name, sid)
+            self._control(router, ident, {"welcome": {**self.capture_welcome, "source_id": sid}})
+            return
+        c.last_seen = time.monotonic()
+        if "leave" in d:
+            c.gone = True
+
+    @property
+    def remote_ended(self) -> set:
+        return {sid for sid in self.capture_sids.values() if sid in self._got_eos}
+
+    def _end_remote_source(self, sid: int, why: str) -> None:
+        """A remote capture's stream ends without its marker (gone, or never came before a stop)."""
+        if sid in self._got_eos:
+            return
+        LOG.warning("source %d (remote capture): %s; its stream ends here", sid, why)
+        self._got_eos.add(sid)
+        self.queue.append(Frame(source_id=sid, frame_id=-1, t_capture_ns=time.monotonic_ns(), eos=True))
+
+    def stop(self) -> None:
+        """The pipeline stops: remote captures are told to end their streams; sources whose capture is
+        not connected end now."""
+        if self.stopping:
+            return
+        self.stopping = True
+        for name, sid in self.capture_sids.items():
+            c = self.captures.get(name)
+            if c is None or c.gone:
+                self._end_remote_source(sid, "the pipeline stops and its capture is not connected")
+            else:
+                self._control(c.router, c.ident, {"bye": "the pipeline stops"})
+
+    def _check_captures(self, now: float) -> None:
+        for c in self.captures.values():
+            if c.sid in self._got_eos:
+                continue
+            if c.gone or (self.timeout and now - c.last_seen > self.timeout):
+                c.gone = True
+                self._end_remote_source(c.sid, f"remote capture {c.name} silent for {now - c.last_seen:.1f} s"
+                                        if not self.stopping else "its capture left")
+
     def _acks(self) -> None:
         while True:
             try:
@@ -483,6 +570,14 @@ class Broker:
                 return
             if f.meta is not None:    # the captures' metadata: nothing the workers need
                 continue
+            if f.source_id in self.capture_sids.values():   # a remote capture's
+                if f.source_id in self._got_eos:
+                    continue   # (after its stream was ended in its place)
+                if f.eos:
+                    self._got_eos.add(f.source_id)
+                    self.remote_dropped += int(f.info.pop("dropped_send", 0) or 0)
+                else:
+                    self.remote_captured[f.source_id] += 1
             if not self.lossless and not f.eos:
                 for i, old in enumerate(self.queue):   # the newest frame of a source wins
                     if old.source_id == f.source_id and not old.eos:
@@ -604,6 +699,7 @@ class Broker:
             elif w.remote is not None and self.timeout and now - w.last_seen > self.timeout:
                 LOG.warning("remote worker %s silent for %.1f s: gone", w.remote, now - w.last_seen)
                 self.worker_died(w)
+        self._check_captures(now)
 
     def worker_died(self, w: _Worker) -> None:
         if w.dead:
@@ -635,6 +731,11 @@ class Broker:
         for w in self.workers.values():   # remote workers: the run is over
             if w.remote is not None and not w.dead:
                 self._control(w.router, w.ident, {"bye": "the run is over"})
+        for c in self.captures.values():
+            if not c.gone:
+                self._control(c.router, c.ident, {"bye": "the run is over"})
+        if self.frames_inlet is not None:
+            self.frames_inlet.close()
         self.queue.clear()
         self.resend.clear()
         for w in self.workers.values():
@@ -650,7 +751,7 @@ class Broker:
             self.auth.close()
 
 
-def dispatch_main(spec, ctx: zmq.Context, status, halted) -> dict:
+def dispatch_main(spec, ctx: zmq.Context, status, halted, stopped=None) -> dict:
     """The broker process's loop (run by :func:`stream.runner.stage_main` for ``role="dispatch"``):
     until every source's marker went to every worker, or a halt. Returns its statistics."""
     pool = spec.pool or {}
@@ -662,11 +763,15 @@ def dispatch_main(spec, ctx: zmq.Context, status, halted) -> dict:
         next_check = 0.0
         while not b.done() and not halted():
             b.poll(50)
+            if stopped is not None and stopped():
+                b.stop()
             now = time.monotonic()
             if now >= next_check:
                 b.check_workers()
                 next_check = now + 0.05
-        return {"received": b.rx.received, "dropped": b.rx.dropped + b.dropped + b.lost_frames,
+        return {"received": b.rx.received, "dropped": b.rx.dropped + b.dropped + b.lost_frames + b.remote_dropped,
+                "remote_captured": {str(k): v for k, v in b.remote_captured.items()},
+                "remote_captures": sorted(b.captures),
                 "lost_with_workers": b.lost_frames, "dispatched": b.dispatched,
                 "resent": b.resent, "workers_lost": b.lost_workers, "workers_hung": b.hung,
                 "remote_joined": b.joined, "refused": b.auth.refused if b.auth is not None else 0,
@@ -676,16 +781,19 @@ def dispatch_main(spec, ctx: zmq.Context, status, halted) -> dict:
 
 
 class TcpInlet:
-    """The track process's door for remote workers' results: a CurveZMQ PULL bound to ``listen``
-    (accepting the authorized keys only), forwarded as they come (ZeroMQ's proxy, in a thread) to
-    the process's own input link ``to``, where they merge with the local workers' results."""
+    """A process's door for remote senders (the track process: remote workers' results; the broker:
+    remote captures' frames): a CurveZMQ PULL bound to ``listen`` (accepting the authorized keys
+    only), forwarded as they come (a thread) to the process's own input link ``to``, where they
+    merge with the local senders' messages."""
 
-    def __init__(self, ctx: zmq.Context, listen: str, keys: str, to: str) -> None:
+    def __init__(self, ctx: zmq.Context, listen: str, keys: str, to: str, auth=None, what: str = "track") -> None:
         import threading
 
         from .secure import Authenticator, apply, server_options
 
-        self.auth = Authenticator(ctx, os.path.join(keys, "authorized"), "track")
+        # one ZAP handler per ZeroMQ context: the process's own when it has one already
+        self._own_auth = auth is None
+        self.auth = auth if auth is not None else Authenticator(ctx, os.path.join(keys, "authorized"), what)
         self.front = ctx.socket(zmq.PULL)
         self.front.setsockopt(zmq.LINGER, 0)
         apply(self.front, server_options(keys))
@@ -700,10 +808,29 @@ class TcpInlet:
         peer.connect(self._ctl_addr)
 
         def run() -> None:
+            # forward every message as it comes; a full input link holds the remote senders back
+            # (lossless) as a local link would. (ZeroMQ's steerable proxy gives up on EAGAIN.)
+            poller = zmq.Poller()
+            poller.register(self.front, zmq.POLLIN)
+            poller.register(peer, zmq.POLLIN)
             try:
-                zmq.proxy_steerable(self.front, self.back, None, peer)
-            except zmq.ZMQError:
-                pass
+                while True:
+                    ready = dict(poller.poll(200))
+                    if peer in ready:
+                        return
+                    if self.front not in ready:
+                        continue
+                    msg = self.front.recv_multipart(copy=False)
+                    while True:
+                        try:
+                            self.back.send_multipart(msg, zmq.NOBLOCK, copy=False)
+                            break
+                        except zmq.Again:
+                            if peer.poll(10):
+                                return
+            except zmq.ZMQError as e:
+                if e.errno not in (zmq.ETERM, zmq.ENOTSOCK):
+                    LOG.warning("tcp inlet %s stopped: %s", listen, e)
             finally:
                 peer.close()
                 self.front.close()
@@ -719,4 +846,5 @@ class TcpInlet:
             pass
         self.thread.join(timeout=2)
         self.ctl.close()
-        self.auth.close()
+        if self._own_auth:
+            self.auth.close()

@@ -444,7 +444,7 @@ def stage_main(spec: StageSpec, status_addr: str, control: Control, parent_pid: 
         if spec.role == "dispatch":
             from .pool import dispatch_main
 
-            status.send("stats", **dispatch_main(spec, ctx, status, halted))
+            status.send("stats", **dispatch_main(spec, ctx, status, halted, stopped))
             return   # the finally below closes what is open; the process exits 0
         stages = [_build(f, kw) for f, kw in spec.stages]
         t_built = time.monotonic()

@@ -283,3 +283,63 @@ def test_without_listen_nothing_listens_on_tcp(clip, tmp_path):
         if run.poll() is None:
             os.killpg(run.pid, signal.SIGKILL)
     assert run.returncode == 0
+
+
+def test_a_remote_capture_feeds_a_source_of_the_pipeline(clip, reference, keys, tmp_path):
+    """`--source remote:NAME`: `posestream capture` on "another host" (a separate process, tcp on
+    loopback, CurveZMQ) sends the clip; the output is the local run's, frame for frame. A capture
+    whose name is not a source of the pipeline is refused with the pipeline's sources named."""
+    r = posestream("keys", str(keys), "--worker", "cam1", timeout=60)
+    assert r.returncode == 0, r.stderr
+    port = free_port_pair()
+    out = tmp_path / "o.jsonl"
+    run = popen("run", "--source", "remote:cam1", "--jsonl", str(out), "--listen", f"tcp://127.0.0.1:{port}",
+                "--keys", str(keys), "--policy", "lossless", *FAST)
+    try:
+        time.sleep(1.0)
+        wrong = posestream("capture", "--connect", f"tcp://127.0.0.1:{port}", "--keys", str(keys), "--name", "gpu1",
+                           "--source", str(clip), timeout=60)
+        cap = posestream("capture", "--connect", f"tcp://127.0.0.1:{port}", "--keys", str(keys), "--name", "cam1",
+                         "--source", str(clip), timeout=120)
+        stdout, stderr = run.communicate(timeout=120)
+    finally:
+        if run.poll() is None:
+            os.killpg(run.pid, signal.SIGKILL)
+    assert wrong.returncode == 2 and wrong.stderr.strip().splitlines()[-1] == (
+        f"posestream capture: error: tcp://127.0.0.1:{port}: the pipeline refused this capture: no source "
+        f"remote:gpu1 in this pipeline (its remote sources: remote:cam1)")
+    assert cap.returncode == 0, cap.stderr
+    assert cap.stderr.strip().splitlines()[-1] == f"posestream capture: {N} frame(s) sent"
+    assert run.returncode == 0, stderr[-2000:]
+    s = summary_of(stdout)
+    assert s["frames_in"] == s["frames_out"] == N and s["per_source"][0]["source"] == "remote:cam1"
+    assert lines_of(out) == reference
+
+
+def test_stopping_the_pipeline_ends_a_remote_capture_s_stream(clip, keys, tmp_path):
+    """SIGTERM to the pipeline while a remote capture streams at the clip's pace: the broker tells
+    the capture, which ends its stream and exits 0; every frame that reached the pipeline is out."""
+    r = posestream("keys", str(keys), "--worker", "cam2", timeout=60)
+    assert r.returncode == 0, r.stderr
+    port = free_port_pair()
+    out = tmp_path / "o.jsonl"
+    run = popen("run", "--source", "remote:cam2", "--jsonl", str(out), "--listen", f"tcp://127.0.0.1:{port}",
+                "--keys", str(keys), "--realtime", *FAST)
+    cap = None
+    try:
+        time.sleep(1.0)
+        cap = popen("capture", "--connect", f"tcp://127.0.0.1:{port}", "--keys", str(keys), "--name", "cam2",
+                    "--source", str(clip))
+        _wait_lines(out, 5)
+        os.killpg(run.pid, signal.SIGTERM)
+        stdout, stderr = run.communicate(timeout=60)
+        c_out, c_err = cap.communicate(timeout=30)
+    finally:
+        for p in (run, cap):
+            if p is not None and p.poll() is None:
+                os.killpg(p.pid, signal.SIGKILL)
+    assert cap.returncode == 0, c_err
+    assert "(the pipeline stops)" in c_err
+    s = summary_of(stdout)
+    assert s["signal"] == "SIGTERM" and s["policy"] == "live"
+    assert 5 <= s["frames_out"] < N and len(out.read_text().splitlines()) == s["frames_out"]

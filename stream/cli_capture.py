@@ -1,0 +1,157 @@
+"""Capture a camera (or a file) on this host for a pipeline that runs on another one.
+
+  posestream capture --connect tcp://PIPELINE-HOST:PORT --keys DIR --name NAME --source rtsp://...
+
+The pipeline names the source ``remote:NAME`` (``posestream run --source remote:NAME --listen
+tcp://HOST:PORT --keys DIR``). This process says hello on the pipeline's ``listen`` port, is told its
+source id, and sends its frames to PORT+2 — CurveZMQ-encrypted and authenticated like the workers'
+links: DIR holds this host's NAME.key_secret and the pipeline's server.key, and NAME.key must be in
+the pipeline's authorized/ folder (``posestream keys DIR --worker NAME`` makes the pair). Frames
+travel as raw RGB over tcp; the pipeline's flow policy applies (live: a frame the link
+cannot take now is dropped and counted; lossless: it waits). The source options (``--realtime``
+for a file, RTSP reconnection) are the pipeline's.
+
+It runs until its source ends (exit 0), the pipeline stops (it ends its stream first, exit 0), or
+SIGINT/SIGTERM (it ends its stream, exit 0). Exit 2 when the pipeline does not answer within
+--timeout seconds or refuses this capture (an unknown name, or a key it does not know).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import socket
+import sys
+import threading
+import time
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--connect", required=True, metavar="tcp://HOST:PORT", help="the pipeline's --listen address")
+    p.add_argument("--keys", required=True, metavar="DIR",
+                   help="folder with this capture's NAME.key_secret and the pipeline's server.key")
+    p.add_argument("--name", required=True,
+                   help="the source's name: the pipeline has --source remote:NAME; also the key's name in DIR")
+    p.add_argument("--source", required=True, help="what to capture: webcam index, /dev/videoN, rtsp:// URL, file")
+    p.add_argument("--timeout", type=float, default=10.0,
+                   help="seconds to wait for the pipeline's welcome (default: %(default)s)")
+
+
+def _fail(msg: str) -> int:
+    print(f"posestream capture: error: {msg}", file=sys.stderr)
+    return 2
+
+
+def run(args: argparse.Namespace) -> int:
+    import zmq
+
+    from .capture import CaptureStage
+    from .cli import UserError
+    from .messages import now_ns
+    from .pool import CONTROL
+    from .runner import _send
+    from .secure import KeyFileError, check_tcp_address, client_options
+    from .sources import SourceError
+    from .transport import Sender
+
+    try:
+        host, _ = check_tcp_address(args.connect, "--connect")
+        options = client_options(os.path.join(args.keys, f"{args.name}.key_secret"),
+                                 os.path.join(args.keys, "server.key"))
+    except (ValueError, KeyFileError) as e:
+        return _fail(str(e))
+    stop = threading.Event()
+    why: dict = {"reason": None}
+
+    def on_signal(signum, _frame):
+        why["reason"] = signal.Signals(signum).name
+        stop.set()
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, on_signal)
+    ctx = zmq.Context()
+    ctl = ctx.socket(zmq.DEALER)
+    ctl.setsockopt(zmq.ROUTING_ID, f"c:{args.name}@{socket.gethostname()}:{os.getpid()}".encode())
+    ctl.setsockopt(zmq.LINGER, 1000)
+    for k, v in options.items():
+        ctl.setsockopt(k, v)
+    ctl.connect(args.connect)
+    tx = cap = None
+    t_sent = [time.monotonic()]
+
+    def say(msg: dict) -> None:
+        ctl.send(json.dumps(msg).encode())
+        t_sent[0] = time.monotonic()
+
+    def control(timeout_ms: int) -> dict | None:
+        if not ctl.poll(timeout_ms):
+            return None
+        parts = ctl.recv_multipart()
+        return json.loads(parts[1]) if parts[0] == CONTROL and len(parts) > 1 else None
+
+    try:
+        say({"capture": args.name, "pid": os.getpid()})
+        welcome = None
+        deadline = time.monotonic() + args.timeout
+        while welcome is None and time.monotonic() < deadline and not stop.is_set():
+            msg = control(100)
+            if msg and "bye" in msg:
+                return _fail(f"{args.connect}: the pipeline refused this capture: {msg['bye']}")
+            if msg and "welcome" in msg:
+                welcome = msg["welcome"]
+        if welcome is None:
+            return _fail(f"{args.connect}: no answer in {args.timeout:g} s: no pipeline listening there, or it "
+                         f"refused this capture's key ({os.path.join(args.keys, args.name + '.key')} must be in "
+                         f"its keys' authorized/ folder)")
+        sid, policy = int(welcome["source_id"]), welcome.get("policy", "live")
+        cap = CaptureStage(args.source, sid, welcome.get("source_options") or {})
+        try:
+            cap.open({})
+        except (SourceError, UserError, ValueError, OSError) as e:
+            say({"leave": f"cannot open {args.source}"})
+            return _fail(" ".join(str(e).split()))
+        tx = Sender(ctx, f"tcp://{host}:{int(welcome['frames_port'])}", policy, shm=False, options=options)
+        print(f"posestream capture: {args.source} -> {args.connect} as source {sid} (remote:{args.name})",
+              file=sys.stderr, flush=True)
+
+        def stopper() -> None:   # a source blocked in a read (or a reconnection wait) is told to stop
+            while not stop.wait(0.05):
+                pass
+            cap.stop()
+
+        threading.Thread(target=stopper, daemon=True).start()
+        sent = 0
+        for frame in cap:
+            frame.timings["capture"] = [frame.t_capture_ns, now_ns()]
+            if not _send(tx, frame, stop.is_set):
+                break
+            sent += 1
+            msg = control(0)
+            if msg and "bye" in msg:
+                why["reason"] = msg["bye"]
+                break
+            if time.monotonic() - t_sent[0] > 1.0:
+                say({"hb": 1})
+            if stop.is_set():
+                break
+        eos = cap.eos_frame()
+        eos.info = {**eos.info, "dropped_send": tx.dropped}
+        try:
+            tx.send(eos, timeout_ms=5000)
+        except TimeoutError:
+            pass
+        reason = f" ({why['reason']})" if why["reason"] else ""
+        print(f"posestream capture: {sent} frame(s) sent{reason}", file=sys.stderr)
+        return 0
+    finally:
+        if cap is not None:
+            cap.close()
+        for s in (tx,):
+            if s is not None:
+                try:
+                    s.close()
+                except Exception:  # noqa: BLE001
+                    pass
+        ctl.close()
+        ctx.term()
