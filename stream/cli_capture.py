@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import signal
 import socket
 import sys
 import threading
@@ -51,25 +50,16 @@ def run(args: argparse.Namespace) -> int:
     from .messages import now_ns
     from .pool import CONTROL
     from .runner import _send
-    from .secure import KeyFileError, check_tcp_address, client_options
+    from .secure import StopOnSignals, connect_setup
     from .sources import SourceError
     from .transport import Sender
 
     try:
-        host, _ = check_tcp_address(args.connect, "--connect")
-        options = client_options(os.path.join(args.keys, f"{args.name}.key_secret"),
-                                 os.path.join(args.keys, "server.key"))
-    except (ValueError, KeyFileError) as e:
+        host, options = connect_setup(args.connect, args.keys, args.name)
+    except ValueError as e:
         return _fail(str(e))
-    stop = threading.Event()
-    why: dict = {"reason": None}
-
-    def on_signal(signum, _frame):
-        why["reason"] = signal.Signals(signum).name
-        stop.set()
-
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, on_signal)
+    signals = StopOnSignals()
+    stop = signals.event
     ctx = zmq.Context()
     ctl = ctx.socket(zmq.DEALER)
     ctl.setsockopt(zmq.ROUTING_ID, f"c:{args.name}@{socket.gethostname()}:{os.getpid()}".encode())
@@ -122,6 +112,7 @@ def run(args: argparse.Namespace) -> int:
 
         threading.Thread(target=stopper, daemon=True).start()
         sent = 0
+        reason = None
         for frame in cap:
             frame.timings["capture"] = [frame.t_capture_ns, now_ns()]
             if not _send(tx, frame, stop.is_set):
@@ -129,7 +120,7 @@ def run(args: argparse.Namespace) -> int:
             sent += 1
             msg = control(0)
             if msg and "bye" in msg:
-                why["reason"] = msg["bye"]
+                reason = msg["bye"]
                 break
             if time.monotonic() - t_sent[0] > 1.0:
                 say({"hb": 1})
@@ -141,8 +132,8 @@ def run(args: argparse.Namespace) -> int:
             tx.send(eos, timeout_ms=5000)
         except TimeoutError:
             pass
-        reason = f" ({why['reason']})" if why["reason"] else ""
-        print(f"posestream capture: {sent} frame(s) sent{reason}", file=sys.stderr)
+        reason = reason or signals.name
+        print(f"posestream capture: {sent} frame(s) sent{f' ({reason})' if reason else ''}", file=sys.stderr)
         return 0
     finally:
         if cap is not None:

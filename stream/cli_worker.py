@@ -17,14 +17,10 @@ pipeline does not answer within --timeout seconds: not there, or this worker's k
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
-import signal
 import socket
 import sys
-import threading
-import time
 
 LOG = logging.getLogger("posestream.worker")
 
@@ -54,24 +50,15 @@ def run(args: argparse.Namespace) -> int:
     from .messages import now_ns
     from .pool import PoolReceiver
     from .runner import _Batched, RunStats, _LinkInput, _send
-    from .secure import KeyFileError, check_tcp_address, client_options
+    from .secure import StopOnSignals, connect_setup
     from .transport import Sender
 
     try:
-        host, port = check_tcp_address(args.connect, "--connect")
-        options = client_options(os.path.join(args.keys, f"{args.name}.key_secret"),
-                                 os.path.join(args.keys, "server.key"))
-    except (ValueError, KeyFileError) as e:
+        host, options = connect_setup(args.connect, args.keys, args.name)
+    except ValueError as e:
         return _fail(str(e))
-    stop = threading.Event()
-    why = {"signal": None}
-
-    def on_signal(signum, _frame):
-        why["signal"] = signal.Signals(signum).name
-        stop.set()
-
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, on_signal)
+    signals = StopOnSignals()
+    stop = signals.event
     ctx = zmq.Context()
     ident = f"r:{args.name}@{socket.gethostname()}:{os.getpid()}".encode()
     rx = PoolReceiver(ctx, args.connect, -1, 0, ident=ident, options=options)
@@ -133,8 +120,8 @@ def run(args: argparse.Namespace) -> int:
             _send(tx, frame, halted)
             done += 1
         if stop.is_set():
-            rx.leave(f"stopped ({why['signal']})")
-            print(f"posestream worker: {why['signal']}: left after {done} frame(s)", file=sys.stderr)
+            rx.leave(f"stopped ({signals.name})")
+            print(f"posestream worker: {signals.name}: left after {done} frame(s)", file=sys.stderr)
             return 0
         print(f"posestream worker: {rx.bye}; {done} frame(s) done", file=sys.stderr)
         return 0

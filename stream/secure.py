@@ -28,7 +28,7 @@ import zmq.utils.z85
 LOG = logging.getLogger(__name__)
 
 __all__ = ["KeyFileError", "make_pair", "load_public", "load_secret", "Authenticator", "server_options",
-           "client_options", "apply", "check_tcp_address", "is_loopback"]
+           "client_options", "apply", "check_tcp_address", "is_loopback", "connect_setup", "StopOnSignals"]
 
 SERVER = "server"
 
@@ -117,6 +117,31 @@ def check_tcp_address(address: str, what: str) -> tuple[str, int]:
     if not sep or not host or not port.isdigit() or not 1 <= int(port) <= 65534:
         raise ValueError(f"{what} must be tcp://HOST:PORT with a port in 1..65534, got {address!r}")
     return host, int(port)
+
+
+def connect_setup(connect: str, keys: str, name: str) -> tuple[str, dict]:
+    """A remote process's (``posestream worker`` / ``capture``) address and CurveZMQ client options
+    from its flags: -> (the pipeline's host, socket options). ValueError (one line) when the
+    address or a key file is wrong."""
+    host, _ = check_tcp_address(connect, "--connect")
+    return host, client_options(Path(keys) / f"{name}.key_secret", Path(keys) / "server.key")
+
+
+class StopOnSignals:
+    """SIGINT / SIGTERM set ``event`` (and ``name``: which one) instead of raising."""
+
+    def __init__(self) -> None:
+        import signal
+
+        self.event = threading.Event()
+        self.name: str | None = None
+
+        def on_signal(signum, _frame):
+            self.name = signal.Signals(signum).name
+            self.event.set()
+
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, on_signal)
 
 
 class Authenticator:

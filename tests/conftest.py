@@ -38,3 +38,25 @@ def make_clip(path: Path, n: int, size=(384, 288), fps=10) -> Path:
     out.close()
     src.close()
     return path
+
+
+def free_ports(n: int = 2) -> int:
+    """A port P with P .. P+n-1 all free on 127.0.0.1 (a pipeline's --listen uses P, P+1, P+2)."""
+    import random
+    import socket
+
+    for _ in range(200):
+        p = random.randint(20000, 60000)
+        socks = []
+        try:
+            for q in range(p, p + n):
+                s = socket.socket()
+                s.bind(("127.0.0.1", q))
+                socks.append(s)
+            return p
+        except OSError:
+            continue
+        finally:
+            for s in socks:
+                s.close()
+    raise RuntimeError("no free ports")

@@ -5,10 +5,8 @@ moved to 127.0.0.1 (separate processes, tcp with CurveZMQ), a clip for the camer
 import configparser
 import json
 import os
-import random
 import shlex
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -16,7 +14,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import make_clip
+from conftest import free_ports, make_clip
 
 REPO = Path(__file__).resolve().parents[1]
 DOCS = REPO / "docs" / "deployment"
@@ -77,24 +75,6 @@ def test_units_and_config_parse_and_agree_across_hosts():
     assert "--worker gpu1 --worker gpu2" in readme and "posestream-worker@gpu1" in readme
 
 
-def _free_port_pair() -> int:
-    for _ in range(200):
-        p = random.randint(20000, 60000)
-        socks = []
-        try:
-            for q in (p, p + 1, p + 2):
-                s = socket.socket()
-                s.bind(("127.0.0.1", q))
-                socks.append(s)
-            return p
-        except OSError:
-            continue
-        finally:
-            for s in socks:
-                s.close()
-    raise RuntimeError("no free ports")
-
-
 def _cli(argv, **kw):
     return subprocess.Popen([sys.executable, "-m", "posestream", *argv], cwd=REPO, text=True,
                             start_new_session=True, **kw)
@@ -114,7 +94,7 @@ def test_the_deployment_runs_on_loopback(tmp_path):
         r = subprocess.run([sys.executable, "-m", "posestream", *argv], capture_output=True, text=True, cwd=REPO,
                            timeout=60)
         assert r.returncode == 0, r.stderr
-    port = _free_port_pair()
+    port = free_ports(3)
 
     def local(text: str) -> str:
         return (text.replace("10.0.0.10:5555", f"127.0.0.1:{port}").replace("10.0.0.10:5560", f"127.0.0.1:{port + 2}")

@@ -4,7 +4,6 @@ output is exact; a worker with an unknown key is refused and logged; a remote wo
 mid-run loses nothing; nothing listens beyond loopback; `posestream keys`."""
 import json
 import os
-import random
 import signal
 import socket
 import stat
@@ -14,7 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import make_clip
+from conftest import free_ports, make_clip
 
 REPO = Path(__file__).resolve().parents[1]
 FAST = ["--input-size", "128", "--quiet"]
@@ -42,25 +41,6 @@ def lines_of(path) -> list[dict]:
         d.pop("t_capture_ns")
         out.append(d)
     return out
-
-
-def free_port_pair() -> int:
-    """A port P with P and P+1 free on 127.0.0.1 (the broker's and the results' ports)."""
-    for _ in range(200):
-        p = random.randint(20000, 60000)
-        socks = []
-        try:
-            for q in (p, p + 1):
-                s = socket.socket()
-                s.bind(("127.0.0.1", q))
-                socks.append(s)
-            return p
-        except OSError:
-            continue
-        finally:
-            for s in socks:
-                s.close()
-    raise RuntimeError("no free port pair")
 
 
 @pytest.fixture(scope="module")
@@ -159,7 +139,7 @@ def test_a_worker_joining_mid_run_gets_work_and_the_output_is_exact(clip, refere
     """Lossless, one local worker; a remote worker (a separate process, tcp on loopback, CurveZMQ)
     joins once frames are out: it takes frames, and the JSONL is the one-worker run's. Meanwhile the
     pipeline's processes listen on 127.0.0.1 only, on exactly the two ports given."""
-    port = free_port_pair()
+    port = free_ports(3)
     out = tmp_path / "o.jsonl"
     run = popen("run", "--source", str(clip), "--jsonl", str(out), "--listen", f"tcp://127.0.0.1:{port}",
                 "--keys", str(keys), "--infer-delay-ms", "120", *FAST)
@@ -193,7 +173,7 @@ def test_a_worker_with_an_unknown_key_is_refused_and_logged(clip, keys, tmp_path
     """A key pair the pipeline has not authorized (same server key, so only the worker's side is
     wrong): the handshake is refused, the worker says so and exits 2, the pipeline logs the key
     and the address and carries on with its own worker."""
-    port = free_port_pair()
+    port = free_ports(3)
     other = tmp_path / "other"
     r = posestream("keys", str(other), "--worker", "intruder", timeout=60)
     assert r.returncode == 0
@@ -226,7 +206,7 @@ def test_a_worker_with_an_unknown_key_is_refused_and_logged(clip, keys, tmp_path
 def test_a_remote_worker_killed_mid_run_loses_nothing(clip, reference, keys, tmp_path):
     """Lossless: SIGKILL the remote worker while it holds frames; the broker cannot watch a remote
     pid, so the frames it held come back after worker_timeout and go to the local worker."""
-    port = free_port_pair()
+    port = free_ports(3)
     out = tmp_path / "o.jsonl"
     cfg = tmp_path / "p.yaml"
     cfg.write_text(f"listen: tcp://127.0.0.1:{port}\nkeys: {keys}\nworker_timeout: 1.5\n")
@@ -291,7 +271,7 @@ def test_a_remote_capture_feeds_a_source_of_the_pipeline(clip, reference, keys, 
     whose name is not a source of the pipeline is refused with the pipeline's sources named."""
     r = posestream("keys", str(keys), "--worker", "cam1", timeout=60)
     assert r.returncode == 0, r.stderr
-    port = free_port_pair()
+    port = free_ports(3)
     out = tmp_path / "o.jsonl"
     run = popen("run", "--source", "remote:cam1", "--jsonl", str(out), "--listen", f"tcp://127.0.0.1:{port}",
                 "--keys", str(keys), "--policy", "lossless", *FAST)
@@ -321,7 +301,7 @@ def test_stopping_the_pipeline_ends_a_remote_capture_s_stream(clip, keys, tmp_pa
     the capture, which ends its stream and exits 0; every frame that reached the pipeline is out."""
     r = posestream("keys", str(keys), "--worker", "cam2", timeout=60)
     assert r.returncode == 0, r.stderr
-    port = free_port_pair()
+    port = free_ports(3)
     out = tmp_path / "o.jsonl"
     run = popen("run", "--source", "remote:cam2", "--jsonl", str(out), "--listen", f"tcp://127.0.0.1:{port}",
                 "--keys", str(keys), "--realtime", *FAST)
