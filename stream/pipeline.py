@@ -648,6 +648,8 @@ class Supervisor:
                 if p.exitcode in (0, 2):   # ended, or a user error it reported (its marker was sent)
                     continue
             elif p.exitcode == 0:
+                if name == "dispatch" and self.cfg.listen is not None:
+                    self._t_dispatch_done = time.monotonic()
                 continue
             if name == "output":
                 if self.failed is None:
@@ -685,6 +687,16 @@ class Supervisor:
 
     def _check_deadlines(self) -> None:
         now = time.monotonic()
+        t = getattr(self, "_t_dispatch_done", None)
+        track = self.procs.get("track")
+        if t is not None and track is not None and track.is_alive() and now - t > self.cfg.worker_timeout:
+            # every source ended at the broker, but tracking still waits for a marker: a remote worker
+            # died after it was sent its markers (nobody is left to pass them on in its place)
+            LOG.warning("tracking still waits for a remote worker's end of stream %.0f s after the broker "
+                        "finished: the sources end now", now - t)
+            self._t_dispatch_done = None
+            self._send_eos(self._addr("track"), range(len(self.cfg.sources)), info={"worker": "supervisor",
+                                                                                  "force": True})
         if self._t_stop is not None and self._t_abort is None and now - self._t_stop > self.cfg.stop_timeout:
             LOG.warning("the frames in flight did not drain within %.1f s: aborting", self.cfg.stop_timeout)
             self._abort()

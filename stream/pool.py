@@ -233,6 +233,8 @@ class Reorder:
             self._eos[sid].add(_key(frame.info.get("worker")))
             if frame.info.get("of") is not None:
                 self._of.setdefault(sid, set()).update(_key(k) for k in frame.info["of"])
+            if frame.info.get("force"):   # (the supervisor: nobody is left to pass the others on)
+                self._of[sid] = set(self._eos[sid])
             if sid in self._of and self._of[sid] <= self._eos[sid] and sid not in self._done:
                 self._done.add(sid)
                 left = self._buf.pop(sid, {})

@@ -282,3 +282,16 @@ def test_reorder_live_passes_the_newest_and_counts_older_frames_as_drops():
     out = _drain(r)
     assert [(f.source_id, f.frame_id) for f in out] == [(0, 0), (0, 2), (1, 0), (0, 3)]
     assert r.stale == 2 and r.dropped == 2
+
+
+def test_reorder_waits_for_every_listed_worker_and_a_forced_end_ends_it():
+    """A source ends when every worker its markers list (``of``) passed one on, remote ones
+    included; markers without ``of`` (in place of a dead worker) only count; a forced end (the
+    supervisor, when nobody is left to pass on a dead remote worker's) ends it at once."""
+    of = [0, "r:gpu1@h:7"]
+    r = Reorder(_Link([_f(0, 0), _eos(0, 0, of), _eos(1, "r:gpu1@h:7", [])]), 1, "lossless")
+    out = _drain(r)
+    assert [(f.source_id, f.eos) for f in out] == [(0, False), (1, True)]   # source 1: its broker listed nobody
+    r.rx.frames.append(Frame(source_id=0, frame_id=-1, t_capture_ns=0, eos=True,
+                             info={"worker": "supervisor", "force": True}))
+    assert [(f.source_id, f.eos) for f in _drain(r)] == [(0, True)]
