@@ -3,6 +3,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 import torch
 
 from posestream.models.fields import encode
@@ -76,9 +77,10 @@ def _matches(alone, batched, min_score=0.2, px=2.5) -> None:
         assert best is not None and best <= px, (i, best)
 
 
-def test_one_forward_call_for_several_images_finds_the_same_people():
-    """Predictor.batch (``--batch``): images of one size give exactly the people of one call per
-    image; images of other aspect ratios in one batch (each padded right/bottom to the largest
+@pytest.mark.parametrize("backend", ["onnxruntime", "openvino", "torch"])
+def test_one_forward_call_for_several_images_finds_the_same_people(backend):
+    """Predictor.batch (``--batch``), on every backend: images of one size give exactly the people
+    of one call per image (PyTorch: within 1e-3 px); images of other aspect ratios in one batch (each padded right/bottom to the largest
     input) give the same confident people within a few pixels, mapped back to their own pixels."""
     import cv2
 
@@ -86,14 +88,21 @@ def test_one_forward_call_for_several_images_finds_the_same_people():
     from posestream.models.predictor import Predictor
     from posestream.stream.infer import InferConfig, load_network
 
-    run, meta, _ = load_network(InferConfig(model="default", backend="onnxruntime", input_size=192))
+    if backend == "openvino":
+        pytest.importorskip("openvino")
+    run, meta, _ = load_network(InferConfig(model="default", backend=backend, input_size=192))
     pred = Predictor(run, meta, DecoderConfig(), 192)
     imgs = _vtest_frames(3)
     one = [pred(im).poses for im in imgs]
     assert sum(len(p.scores) for p in one) >= 3   # pedestrians: not an empty comparison
     for a, b in zip(one, [p.poses for p in pred.batch(imgs)]):
-        np.testing.assert_array_equal(a.keypoints, b.keypoints)
-        np.testing.assert_array_equal(a.scores, b.scores)
+        if backend == "torch":   # PyTorch's CPU convolutions pick other kernels for a batch: not bit for bit
+            assert a.keypoints.shape == b.keypoints.shape
+            np.testing.assert_allclose(a.keypoints, b.keypoints, atol=1e-3, rtol=0)
+            np.testing.assert_allclose(a.scores, b.scores, atol=1e-5, rtol=0)
+        else:
+            np.testing.assert_array_equal(a.keypoints, b.keypoints)
+            np.testing.assert_array_equal(a.scores, b.scores)
     portrait = np.ascontiguousarray(cv2.resize(imgs[1], (288, 384))[:, :, ::-1][:, ::-1])  # another shape
     assert pred._prepare(portrait)[1].input_hw != pred._prepare(imgs[0])[1].input_hw
     mixed = pred.batch([imgs[0], portrait])
