@@ -80,8 +80,9 @@ def _matches(alone, batched, min_score=0.2, px=2.5) -> None:
 @pytest.mark.parametrize("backend", ["onnxruntime", "openvino", "torch"])
 def test_one_forward_call_for_several_images_finds_the_same_people(backend):
     """Predictor.batch (``--batch``), on every backend: images of one size give exactly the people
-    of one call per image (PyTorch: within 1e-3 px); images of other aspect ratios in one batch (each padded right/bottom to the largest
-    input) give the same confident people within a few pixels, mapped back to their own pixels."""
+    of one call per image (PyTorch: within 0.01 px); images of other aspect ratios in one batch
+    (each padded right/bottom to the largest input) give the same confident people within a few
+    pixels, mapped back to their own pixels."""
     import cv2
 
     from posestream.models.fields import DecoderConfig
@@ -98,7 +99,7 @@ def test_one_forward_call_for_several_images_finds_the_same_people(backend):
     for a, b in zip(one, [p.poses for p in pred.batch(imgs)]):
         if backend == "torch":   # PyTorch's CPU convolutions pick other kernels for a batch: not bit for bit
             assert a.keypoints.shape == b.keypoints.shape
-            np.testing.assert_allclose(a.keypoints, b.keypoints, atol=1e-3, rtol=0)
+            np.testing.assert_allclose(a.keypoints, b.keypoints, atol=0.01, rtol=0)
             np.testing.assert_allclose(a.scores, b.scores, atol=1e-5, rtol=0)
         else:
             np.testing.assert_array_equal(a.keypoints, b.keypoints)
