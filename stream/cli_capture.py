@@ -105,34 +105,49 @@ def run(args: argparse.Namespace) -> int:
         print(f"posestream capture: {args.source} -> {args.connect} as source {sid} (remote:{args.name})",
               file=sys.stderr, flush=True)
 
-        def stopper() -> None:   # a source blocked in a read (or a reconnection wait) is told to stop
-            while not stop.wait(0.05):
-                pass
+        done = threading.Event()
+        bye: dict = {"reason": None}
+
+        def keeper() -> None:
+            # owns the control link from here on: heartbeats every second (also while the source
+            # reconnects or a full link holds a send back), and the pipeline's bye; a stop also
+            # stops a source blocked in a read or a reconnection wait
+            while not stop.is_set() and not done.is_set():
+                msg = control(200)
+                if msg and "bye" in msg:
+                    bye["reason"] = str(msg["bye"])
+                    stop.set()
+                elif time.monotonic() - t_sent[0] > 1.0:
+                    say({"hb": 1})
             cap.stop()
 
-        threading.Thread(target=stopper, daemon=True).start()
+        thread = threading.Thread(target=keeper, name="control", daemon=True)
+        thread.start()
         sent = 0
-        reason = None
-        for frame in cap:
-            frame.timings["capture"] = [frame.t_capture_ns, now_ns()]
-            if not _send(tx, frame, stop.is_set):
-                break
-            sent += 1
-            msg = control(0)
-            if msg and "bye" in msg:
-                reason = msg["bye"]
-                break
-            if time.monotonic() - t_sent[0] > 1.0:
-                say({"hb": 1})
-            if stop.is_set():
-                break
+        failed = None
+        try:
+            for frame in cap:
+                frame.timings["capture"] = [frame.t_capture_ns, now_ns()]
+                if not _send(tx, frame, stop.is_set):
+                    break
+                sent += 1
+                if stop.is_set():
+                    break
+        except Exception as e:  # noqa: BLE001 - one line, and the stream still ends
+            failed = " ".join(str(e).split()) or type(e).__name__
+        done.set()
+        thread.join(timeout=2)
         eos = cap.eos_frame()
         eos.info = {**eos.info, "dropped_send": tx.dropped}
         try:
             tx.send(eos, timeout_ms=5000)
         except TimeoutError:
             pass
-        reason = reason or signals.name
+        if failed is not None:
+            print(f"posestream capture: error: {args.source}: {failed} (after {sent} frame(s); its stream ended)",
+                  file=sys.stderr)
+            return 1
+        reason = bye["reason"] or signals.name
         print(f"posestream capture: {sent} frame(s) sent{f' ({reason})' if reason else ''}", file=sys.stderr)
         return 0
     finally:

@@ -45,7 +45,6 @@ def _fail(msg: str) -> int:
 def run(args: argparse.Namespace) -> int:
     import zmq
 
-    from .cli import UserError
     from .infer import InferConfig, InferenceStage
     from .messages import now_ns
     from .pool import PoolReceiver
@@ -78,7 +77,7 @@ def run(args: argparse.Namespace) -> int:
                 infer[key] = val
         policy = welcome.get("policy", "lossless")
         try:
-            cfg = InferConfig.from_dict(infer)
+            cfg = InferConfig.from_dict(infer)  # (errors of the model: one line below, not a traceback)
             if cfg.device == "cuda":
                 from .infer import cuda_available
 
@@ -87,9 +86,9 @@ def run(args: argparse.Namespace) -> int:
                                      "install onnxruntime-gpu; for PyTorch a CUDA build)")
             stage = InferenceStage(cfg)
             meta = stage.open({})
-        except (ValueError, UserError) as e:
+        except Exception as e:  # noqa: BLE001 - a bad model or a runtime that cannot start: one line
             rx.leave(f"cannot load the model: {e}")
-            return _fail(f"model: {' '.join(str(e).split())}")
+            return _fail(f"model: {' '.join(str(e).split()) or type(e).__name__}")
         print(f"posestream worker: joined {args.connect} as {args.name}: {meta['model'].get('description', '')}",
               file=sys.stderr, flush=True)
         tx = Sender(ctx, f"tcp://{host}:{int(welcome['results_port'])}", policy, shm=False, options=options)
@@ -104,27 +103,32 @@ def run(args: argparse.Namespace) -> int:
         rx.start(int(welcome.get("credits", 2)))
         keep = bool(welcome.get("keep_image", True))
         done = 0
-        while not stop.is_set() and rx.bye is None:
-            frame = inp.next()
-            if frame is None or frame.meta is not None:
-                continue
-            if frame.eos:
+        try:
+            while not stop.is_set() and rx.bye is None:
+                frame = inp.next()
+                if frame is None or frame.meta is not None:
+                    continue
+                if frame.eos:
+                    _send(tx, frame, halted)
+                    continue
+                if not getattr(inp, "applied", False):
+                    t0 = now_ns()
+                    stage.process(frame)
+                    frame.timings[stage.name] = [t0, now_ns()]
+                if not keep:
+                    frame.image = None
                 _send(tx, frame, halted)
-                continue
-            if not getattr(inp, "applied", False):
-                t0 = now_ns()
-                stage.process(frame)
-                frame.timings[stage.name] = [t0, now_ns()]
-            if not keep:
-                frame.image = None
-            _send(tx, frame, halted)
-            done += 1
+                done += 1
+        except Exception as e:  # noqa: BLE001 - one line; the broker sends what it held to the others
+            msg = " ".join(str(e).split()) or type(e).__name__
+            rx.leave(f"failed: {msg}")
+            return _fail(f"after {done} frame(s): {msg}")
         if stop.is_set():
             rx.leave(f"stopped ({signals.name})")
             print(f"posestream worker: {signals.name}: left after {done} frame(s)", file=sys.stderr)
             return 0
         print(f"posestream worker: {rx.bye}; {done} frame(s) done", file=sys.stderr)
-        return 0
+        return 1 if "join again" in rx.bye else 0   # dropped: a service manager starts it again
     finally:
         if stage is not None:
             stage.close()

@@ -663,7 +663,8 @@ class Supervisor:
                 self._send_eos(self._addr("track"), range(len(self.cfg.sources)), info={"worker": w})
                 dispatch = self.procs.get("dispatch")
                 others = [n for n, q in self.procs.items() if self._is_worker(n) and q.is_alive()]
-                if others and dispatch is not None and dispatch.is_alive():
+                # with remote workers allowed (listen), the broker carries on with them, or waits for one
+                if (others or self.cfg.listen is not None) and dispatch is not None and dispatch.is_alive():
                     self.workers_lost.append(f"{name} (pid {p.pid}, {how})")
                     what = ("the frames it held go to the other workers" if self.policy == "lossless"
                             else "the other workers carry on")
@@ -805,7 +806,9 @@ class Supervisor:
         for i, s in enumerate(self.cfg.sources):
             c = caps.get(f"capture{i}", {})
             if remote_source(s) is not None:   # counted by the broker, as they came in
-                c = {"captured": int(((self.stats.get("dispatch") or {}).get("remote_captured") or {}).get(str(i), 0))}
+                d = self.stats.get("dispatch") or {}
+                c = {"captured": int((d.get("remote_captured") or {}).get(str(i), 0))
+                     + int((d.get("remote_dropped") or {}).get(str(i), 0))}
             o = out_src.get(str(i), {})
             per_source.append({"source": str(s), "frames_in": c.get("captured", 0), "frames_out": o.get("frames_out", 0),
                                "gaps": o.get("gaps", 0), "reconnects": c.get("reconnects", 0),

@@ -138,10 +138,16 @@ class PoolReceiver:
         except zmq.ZMQError:
             pass
 
-    def recv(self, timeout_ms: int | None = None) -> Frame | None:
+    hold_credits = False   # set by a batching input: the credits go back after the batch (flush_credits)
+
+    def flush_credits(self) -> None:
         if self._owed:
             self._send({"credit": self._owed})
             self._owed = 0
+
+    def recv(self, timeout_ms: int | None = None) -> Frame | None:
+        if self._owed and not self.hold_credits:
+            self.flush_credits()
         elif time.monotonic() - self._t_sent > self.HEARTBEAT_S:
             self._send({"hb": 1})
         if timeout_ms is not None and not self.sock.poll(timeout_ms, zmq.POLLIN):
@@ -299,6 +305,7 @@ class _Worker:
         self.pending: collections.deque = collections.deque()   # when each frame not yet credited back was sent
         self.markers: set[int] = set()        # sources whose end-of-stream marker it was sent
         self.last_seen = time.monotonic()
+        self.started = False                  # sent its first credits (a remote one: its model is loaded)
 
     @property
     def key(self):
@@ -365,6 +372,7 @@ class Broker:
         self.captures: dict[str, _Capture] = {}
         self.remote_captured: dict[int, int] = collections.defaultdict(int)
         self.remote_dropped = 0
+        self.remote_dropped_per: dict[int, int] = collections.defaultdict(int)
         self.stopping = False
         self.frames_inlet = None
         if self.capture_sids:   # remote captures' frames: into this process's input, with the local ones'
@@ -394,6 +402,8 @@ class Broker:
         self.joined: list[str] = []            # remote workers that joined (their names)
         self.lost_frames = 0                   # live: frames a dead worker held (counted as drops)
         self._got_eos: set[int] = set()        # remote captures' sources whose marker came (or was made)
+        self.sent_at: dict[tuple[int, int], float] = {}   # lossless: when each retained frame was last sent
+        self.stuck_resent = 0
 
     # -- limits ------------------------------------------------------------------------------------
 
@@ -462,9 +472,13 @@ class Broker:
                 self._capture_message(router, ident, d)
                 continue
             w = self.workers.get(ident)
+            if w is not None and w.router is not router:   # (a remote peer may not pose as a local worker)
+                continue
             if w is None:
-                if remote and "hello" not in d:
-                    continue   # a remote worker says hello first
+                if remote and ("hello" not in d or not ident.startswith(b"r:")):
+                    # not known here (dropped, or connected to this pipeline's predecessor): start again
+                    self._control(router, ident, {"bye": "unknown worker: join again (hello first)"})
+                    continue
                 w = self.workers[ident] = _Worker(ident, d.get("pid") if not remote else None, router,
                                                   str(d["hello"])[:64] if remote else None)
                 if remote:
@@ -475,13 +489,20 @@ class Broker:
                 else:
                     LOG.debug("worker %s (pid %s) connected", ident, w.pid)
             if w.dead:
+                if w.remote is not None:   # dropped (silent or hung): told, so that it can start again
+                    self._control(router, ident, {"bye": "dropped by the pipeline: join again"})
                 continue
             w.last_seen = time.monotonic()
             if "leave" in d:
                 LOG.warning("worker %s left (%s)", w.remote or ident.decode(), str(d["leave"])[:200])
                 self.worker_died(w)
                 continue
-            n = max(0, int(d.get("credit", 0) or 0))
+            try:
+                n = min(max(0, int(d.get("credit", 0) or 0)), 4 * MAX_BATCH)
+            except (TypeError, ValueError):
+                continue
+            if n:
+                w.started = True
             for _ in range(min(n, len(w.pending))):   # (its first credits follow no frame)
                 w.pending.popleft()
             self.lru.extend([ident] * n)
@@ -512,6 +533,9 @@ class Broker:
             c = self.captures[name] = _Capture(name, sid, ident, router)
             LOG.warning("remote capture %s joined as source %d", name, sid)
             self._control(router, ident, {"welcome": {**self.capture_welcome, "source_id": sid}})
+            return
+        if c.gone:   # its source was ended in its place: told, once more
+            self._control(router, ident, {"bye": f"remote:{c.name}: its stream was ended"})
             return
         c.last_seen = time.monotonic()
         if "leave" in d:
@@ -547,9 +571,12 @@ class Broker:
             if c.sid in self._got_eos:
                 continue
             if c.gone or (self.timeout and now - c.last_seen > self.timeout):
+                why = "its capture left" if c.gone else f"remote capture {c.name} silent for {now - c.last_seen:.1f} s"
+                if not c.gone:
+                    self._control(c.router, c.ident, {"bye": f"remote:{c.name}: silent for too long, its stream was "
+                                                             f"ended"})
                 c.gone = True
-                self._end_remote_source(c.sid, f"remote capture {c.name} silent for {now - c.last_seen:.1f} s"
-                                        if not self.stopping else "its capture left")
+                self._end_remote_source(c.sid, why)
 
     def _acks(self) -> None:
         while True:
@@ -564,6 +591,7 @@ class Broker:
             for w in self.workers.values():
                 for key in [k for k in w.inflight if k[0] == sid and k[1] < nxt]:
                     del w.inflight[key]
+                    self.sent_at.pop(key, None)
 
     def _input(self) -> None:
         for _ in range(64):
@@ -575,9 +603,17 @@ class Broker:
             if f.source_id in self.capture_sids.values():   # a remote capture's
                 if f.source_id in self._got_eos:
                     continue   # (after its stream was ended in its place)
+                c = next((c for c in self.captures.values() if c.sid == f.source_id), None)
+                if c is not None:
+                    c.last_seen = time.monotonic()
                 if f.eos:
                     self._got_eos.add(f.source_id)
-                    self.remote_dropped += int(f.info.pop("dropped_send", 0) or 0)
+                    try:   # what its sender dropped (live) was captured too
+                        n = max(0, int(f.info.pop("dropped_send", 0) or 0))
+                    except (TypeError, ValueError):
+                        n = 0
+                    self.remote_dropped += n
+                    self.remote_dropped_per[f.source_id] += n
                 else:
                     self.remote_captured[f.source_id] += 1
             if not self.lossless and not f.eos:
@@ -623,6 +659,7 @@ class Broker:
                 self.resend.popleft()
                 self.lru.popleft()
                 w.inflight[(frame.source_id, frame.info["seq"])] = frame
+                self.sent_at[(frame.source_id, frame.info["seq"])] = time.monotonic()
                 self.resent += 1
                 continue
             if not self.queue:
@@ -646,6 +683,7 @@ class Broker:
             w.sent += 1
             if self.lossless and self.acks is not None:
                 w.inflight[(f.source_id, f.info["seq"])] = f
+                self.sent_at[(f.source_id, f.info["seq"])] = time.monotonic()
         self._end_sources()
 
     @staticmethod
@@ -658,8 +696,10 @@ class Broker:
             if self.acks is not None and (self.passed[sid] < self.seq[sid] or any(
                     f.source_id == sid for f in self.resend)):
                 continue   # frames of it are still on their way: a dead worker's may need sending again
-            del self.eos_wait[sid]
             alive = [w for w in self.workers.values() if not w.dead]
+            if not self.workers:
+                continue   # no worker has joined yet (workers: 0): the marker waits for one
+            del self.eos_wait[sid]
             of = [w.key for w in alive]
             for w in alive:
                 w.markers.add(sid)
@@ -698,10 +738,30 @@ class Broker:
                 else:   # a remote worker: told to go (it may be unreachable)
                     self._control(w.router, w.ident, {"bye": "no frame returned in time: dropped"})
                 self.worker_died(w)
-            elif w.remote is not None and self.timeout and now - w.last_seen > self.timeout:
+            elif w.remote is not None and w.started and self.timeout and now - w.last_seen > self.timeout:
                 LOG.warning("remote worker %s silent for %.1f s: gone", w.remote, now - w.last_seen)
+                self._control(w.router, w.ident, {"bye": "silent for too long: dropped, join again"})
                 self.worker_died(w)
         self._check_captures(now)
+        self._check_stuck(now)
+
+    def _check_stuck(self, now: float) -> None:
+        """Lossless: a frame not passed on by tracking 2 x worker_timeout after it was sent (its
+        result was lost on the way, e.g. a tcp connection that reset) goes to a worker again;
+        tracking drops whichever copy comes second."""
+        if not self.timeout or not self.sent_at:
+            return
+        limit = 2 * self.timeout
+        for w in self.workers.values():
+            if w.dead:
+                continue
+            for key in [k for k in w.inflight if now - self.sent_at.get(k, now) > limit]:
+                frame = w.inflight.pop(key)
+                self.sent_at.pop(key, None)
+                LOG.warning("frame %d of source %d not passed on %.0f s after it went to worker %s: sent again",
+                            key[1], key[0], limit, w.ident.decode(errors="replace"))
+                self.resend.append(frame)
+                self.stuck_resent += 1
 
     def worker_died(self, w: _Worker) -> None:
         if w.dead:
@@ -773,6 +833,7 @@ def dispatch_main(spec, ctx: zmq.Context, status, halted, stopped=None) -> dict:
                 next_check = now + 0.05
         return {"received": b.rx.received, "dropped": b.rx.dropped + b.dropped + b.lost_frames + b.remote_dropped,
                 "remote_captured": {str(k): v for k, v in b.remote_captured.items()},
+                "remote_dropped": {str(k): v for k, v in b.remote_dropped_per.items()},
                 "remote_captures": sorted(b.captures),
                 "lost_with_workers": b.lost_frames, "dispatched": b.dispatched,
                 "resent": b.resent, "workers_lost": b.lost_workers, "workers_hung": b.hung,

@@ -235,13 +235,14 @@ class PublishSink(Sink):
                 self._auth = Authenticator(ctx, os.path.join(self.keys, "authorized"), "publish")
             sock.bind(self._addr.endpoint())
             endpoint = sock.getsockopt(zmq.LAST_ENDPOINT)
-        except zmq.ZMQError as e:
+        except (zmq.ZMQError, ValueError) as e:   # (ValueError: a key file the authenticator cannot use)
             sock.close(0)
             if self._auth is not None:
                 self._auth.close()
                 self._auth = None
             ctx.term()
-            raise PublishError(f"cannot publish on {self.address}: {_strerror(e)}") from None
+            why = _strerror(e) if isinstance(e, zmq.ZMQError) else str(e)
+            raise PublishError(f"cannot publish on {self.address}: {why}") from None
         self._ctx, self._sock = ctx, sock
         if isinstance(endpoint, bytes) and endpoint:
             self.address = endpoint.decode()

@@ -333,6 +333,8 @@ class _Batched:
         self.calls = 0
         self.frames = 0
         self.sizes: collections.Counter = collections.Counter()
+        if hasattr(rx, "flush_credits"):   # a pool worker: a batch's credits go back once it is done
+            rx.hold_credits = True
 
     def next(self) -> Frame | None:
         if not self.out:
@@ -362,6 +364,8 @@ class _Batched:
         t0 = now_ns()
         self.stage.process_batch(batch)
         t1 = now_ns()
+        if hasattr(self.rx, "flush_credits"):
+            self.rx.flush_credits()
         self.calls += 1
         self.frames += len(batch)
         self.sizes[len(batch)] += 1

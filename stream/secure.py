@@ -114,8 +114,12 @@ def check_tcp_address(address: str, what: str) -> tuple[str, int]:
     if not isinstance(address, str) or not address.startswith("tcp://"):
         raise ValueError(f"{what} must be tcp://HOST:PORT, got {address!r}")
     host, sep, port = address[len("tcp://"):].rpartition(":")
-    if not sep or not host or not port.isdigit() or not 1 <= int(port) <= 65534:
-        raise ValueError(f"{what} must be tcp://HOST:PORT with a port in 1..65534, got {address!r}")
+    if not sep or not host or not port.isdigit() or not 1 <= int(port) <= 65533:
+        # (a pipeline listens on PORT, PORT+1 and PORT+2)
+        raise ValueError(f"{what} must be tcp://HOST:PORT with a port in 1..65533, got {address!r}")
+    if ":" in host or host.startswith("["):
+        raise ValueError(f"{what}: IPv6 addresses are not supported here yet; give an IPv4 address or a host "
+                         f"name, got {address!r}")
     return host, int(port)
 
 
