@@ -323,3 +323,44 @@ def test_stopping_the_pipeline_ends_a_remote_capture_s_stream(clip, keys, tmp_pa
     s = summary_of(stdout)
     assert s["signal"] == "SIGTERM" and s["policy"] == "live"
     assert 5 <= s["frames_out"] < N and len(out.read_text().splitlines()) == s["frames_out"]
+
+
+def test_an_unknown_worker_is_told_to_join_again(clip, keys, tmp_path):
+    """A worker the broker does not know (it was dropped, or the pipeline it had joined was
+    restarted) gets a bye asking it to say hello again, instead of being ignored for good; a peer
+    on the tcp port that poses as the local worker ``w0`` is ignored."""
+    import zmq
+
+    from posestream.stream.pool import CONTROL
+    from posestream.stream.secure import client_options
+
+    port = free_ports(3)
+    out = tmp_path / "o.jsonl"
+    run = popen("run", "--source", str(clip), "--jsonl", str(out), "--listen", f"tcp://127.0.0.1:{port}",
+                "--keys", str(keys), "--infer-delay-ms", "150", *FAST)
+    ctx = zmq.Context()
+    try:
+        _wait_lines(out, 2)
+        answers = {}
+        for ident in (b"r:ghost@h:1", b"w0"):
+            s = ctx.socket(zmq.DEALER)
+            s.setsockopt(zmq.LINGER, 0)
+            s.setsockopt(zmq.ROUTING_ID, ident)
+            for k, v in client_options(keys / "gpu1.key_secret", keys / "server.key").items():
+                s.setsockopt(k, v)
+            s.connect(f"tcp://127.0.0.1:{port}")
+            s.send(json.dumps({"hb": 1, "credit": 5}).encode())
+            if s.poll(10000 if ident.startswith(b"r:") else 2000):
+                parts = s.recv_multipart()
+                answers[ident] = json.loads(parts[1]) if parts[0] == CONTROL else parts
+            s.close()
+        stdout, stderr = run.communicate(timeout=120)
+    finally:
+        ctx.destroy(linger=0)
+        if run.poll() is None:
+            os.killpg(run.pid, signal.SIGKILL)
+    # the ghost is asked to join again; the impostor of the local w0 is ignored (and takes nothing)
+    assert answers == {b"r:ghost@h:1": {"bye": "unknown worker: join again (hello first)"}}
+    assert run.returncode == 0
+    s = summary_of(stdout)
+    assert s["frames_out"] == N and list(s["pool"]["per_worker"]) == ["w0"]   # the fake "w0" took nothing

@@ -295,3 +295,31 @@ def test_reorder_waits_for_every_listed_worker_and_a_forced_end_ends_it():
     r.rx.frames.append(Frame(source_id=0, frame_id=-1, t_capture_ns=0, eos=True,
                              info={"worker": "supervisor", "force": True}))
     assert [(f.source_id, f.eos) for f in _drain(r)] == [(0, True)]
+
+
+def test_a_batch_gives_its_credits_back_after_it_was_processed():
+    """With --batch, a pool worker's credits go back once the forward call is done (so the broker's
+    hung-worker clock and the live policy's one batch per worker hold), not as each frame comes."""
+    from posestream.stream.runner import RunStats, _Batched
+
+    events = []
+
+    class Rx(_Link):
+        hold_credits = False
+
+        def flush_credits(self):
+            events.append("credits")
+
+    class Stage:
+        name = "infer"
+
+        def process_batch(self, frames):
+            events.append(f"batch of {len(frames)}")
+            return frames
+
+    rx = Rx([_f(0, 0), _f(1, 0), _f(0, 1), _eos(0, 0)])
+    b = _Batched(rx, Stage(), 4, 0, RunStats(False))
+    assert rx.hold_credits is True
+    got = [b.next() for _ in range(4)]
+    assert [(f.source_id, f.eos) for f in got] == [(0, False), (1, False), (0, False), (0, True)]
+    assert events == ["batch of 3", "credits"]
