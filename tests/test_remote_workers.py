@@ -14,33 +14,16 @@ from pathlib import Path
 
 import pytest
 from conftest import free_ports, make_clip
+from test_workers import lines_of, posestream, summary_of
 
 REPO = Path(__file__).resolve().parents[1]
 FAST = ["--input-size", "128", "--quiet"]
 N = 40
 
 
-def posestream(*args, timeout=300):
-    return subprocess.run([sys.executable, "-m", "posestream", *args], capture_output=True, text=True,
-                          timeout=timeout, cwd=REPO)
-
-
 def popen(*args):
     return subprocess.Popen([sys.executable, "-m", "posestream", *args], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, cwd=REPO, start_new_session=True)
-
-
-def summary_of(stdout: str) -> dict:
-    return json.loads(stdout[stdout.index("{"):])
-
-
-def lines_of(path) -> list[dict]:
-    out = []
-    for line in Path(path).read_text().splitlines():
-        d = json.loads(line)
-        d.pop("t_capture_ns")
-        out.append(d)
-    return out
 
 
 @pytest.fixture(scope="module")
