@@ -1,10 +1,11 @@
-"""Make the CurveZMQ key pairs of a pipeline and its remote inference workers (tcp links).
+"""Make the CurveZMQ key pairs of a pipeline and of the remote workers, captures and subscribers it accepts.
 
   posestream keys DIR                      the pipeline's pair (server) and one worker's (worker)
   posestream keys DIR --worker gpu1 --worker gpu2
 
 Writes, in DIR: server.key / server.key_secret (kept when they exist), NAME.key / NAME.key_secret
-for every --worker NAME, and a copy of each worker's public key in DIR/authorized/ (the pipeline
+for every --worker NAME (an inference worker, a remote capture or a keypoints subscriber: each
+has its own pair), and a copy of each worker's public key in DIR/authorized/ (the pipeline
 accepts exactly the workers whose public keys are there; delete one to refuse that worker).
 What goes where:
 
