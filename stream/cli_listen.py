@@ -60,8 +60,6 @@ def run(args: argparse.Namespace) -> int:
 
     options = None
     if args.keys is not None:
-        import os
-
         from .secure import KeyFileError, client_options
 
         try:

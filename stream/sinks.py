@@ -334,8 +334,6 @@ class SinkConfig:
                 server_options(self.publish_keys)
             except KeyFileError as e:
                 raise ValueError(str(e)) from None
-            import os
-
             if not os.path.isdir(os.path.join(self.publish_keys, "authorized")):
                 raise ValueError(f"{os.path.join(self.publish_keys, 'authorized')}: no such folder (the public keys "
                                  f"of the subscribers to accept)")
