@@ -6,13 +6,17 @@ Candidates (each runs the same ONNX export):
 * ``openvino-fp32``: OpenVINO's CPU plugin with ``INFERENCE_PRECISION_HINT = f32``.
 * ``openvino-bf16``: the same in bfloat16; offered only on CPUs that have bf16 arithmetic
   (``avx512_bf16`` or ``amx_bf16`` in the CPU flags), where it is OpenVINO's own default.
+* ``onnxruntime-int8``, ``openvino-int8``: the mixed-precision INT8 graph of
+  :mod:`models.quantize` (backbone in INT8, FPN, heads and decoding in float32, static ranges
+  from training images); offered only on CPUs with VNNI (``avx512_vnni``, ``avx_vnni`` or
+  ``amx_int8``: without it the u8 x s8 products saturate) and for models with ranges.
 
 ``--backend auto`` on a CPU host: the first time a model runs at an input size on this host, a short
 calibration (a few seconds) times every candidate on the same input, in rounds of short blocks (so
 a noisy neighbour slows all alike), and compares its outputs with ONNX Runtime's. An fp32
 candidate is eligible when its outputs agree within ``FP32_TOLERANCE`` (1e-3 on maps whose peaks
 are ~1 and whose decoder thresholds are 0.05-0.1: different kernels reassociate sums and differ by
-~1e-5; a wrong graph differs by ~1e-1). A reduced-precision candidate (bf16) is never chosen on
+~1e-5; a wrong graph differs by ~1e-1). A reduced-precision candidate (bf16, int8) is never chosen on
 its outputs alone: only when ``posestream bench backends --ap`` has measured its held-out AP
 (coco-mini val2017) within ``MAX_AP_LOSS`` (0.005) of fp32 on this host and recorded it. The
 fastest eligible candidate wins; the measurement and the choice are cached per host (CPU model,
@@ -36,7 +40,9 @@ LOG = logging.getLogger(__name__)
 __all__ = ["CANDIDATES", "FP32_TOLERANCE", "MAX_AP_LOSS", "cpu_flags", "cpu_name", "available", "make_runner",
            "calibrate", "BackgroundCalibration", "choose", "record_ap", "candidate_name"]
 
-CANDIDATES = ("onnxruntime-fp32", "openvino-fp32", "openvino-bf16")
+CANDIDATES = ("onnxruntime-fp32", "openvino-fp32", "openvino-bf16", "onnxruntime-int8", "openvino-int8")
+BF16_FLAGS = ("avx512_bf16", "amx_bf16")
+INT8_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8")  # u8 x s8 dot products without 16-bit saturation
 FP32_TOLERANCE = 1e-3
 MAX_AP_LOSS = 0.005
 # the flags that decide what a candidate can do (and so belong in the host's cache key)
@@ -83,15 +89,39 @@ def _has_openvino() -> bool:
         return False
 
 
-def available(flags: set[str] | None = None) -> list[str]:
-    """The candidates this host can run."""
+def available(flags: set[str] | None = None, onnx_path=None) -> list[str]:
+    """The candidates this host can run (with ``onnx_path``: for that model; INT8 needs its ranges)."""
     flags = cpu_flags() if flags is None else flags
-    out = ["onnxruntime-fp32"]
+    int8 = any(f in flags for f in INT8_FLAGS) and (onnx_path is None or _int8_ranges(onnx_path) is not None)
+    out = ["onnxruntime-fp32"] + (["onnxruntime-int8"] if int8 else [])
     if _has_openvino():
         out.append("openvino-fp32")
-        if "avx512_bf16" in flags or "amx_bf16" in flags:
+        if any(f in flags for f in BF16_FLAGS):
             out.append("openvino-bf16")
+        if int8:
+            out.append("openvino-int8")
     return out
+
+
+def _int8_ranges(onnx_path):
+    from posestream.models.quantize import ranges_for
+
+    return ranges_for(onnx_path)
+
+
+def why_not_available(name: str, flags: set[str] | None = None, onnx_path=None) -> str:
+    """Why this host cannot run candidate ``name`` (one phrase)."""
+    flags = cpu_flags() if flags is None else flags
+    if name.startswith("openvino") and not _has_openvino():
+        return "OpenVINO is not installed (pip install openvino)"
+    if name.endswith("-bf16"):
+        return "this CPU has no bf16 arithmetic (no avx512_bf16 / amx_bf16 flag)"
+    if name.endswith("-int8") and not any(f in flags for f in INT8_FLAGS):
+        return ("this CPU has no VNNI (no avx512_vnni / avx_vnni / amx_int8 flag), where INT8 dot products "
+                "saturate")
+    if name.endswith("-int8"):
+        return "this model has no INT8 calibration ranges (posestream quantize --model M --calib DIR)"
+    return "not available"
 
 
 def candidate_name(backend: str, precision: str) -> str:
@@ -106,10 +136,15 @@ def make_runner(name: str, onnx_path: str | os.PathLike, threads: int | None = N
     backend, _, precision = name.partition("-")
     if name not in CANDIDATES:
         raise ValueError(f"unknown backend/precision {name!r}; known: {', '.join(CANDIDATES)}")
-    if name not in available():
-        why = ("OpenVINO is not installed (pip install openvino)" if not _has_openvino()
-               else "this CPU has no bf16 arithmetic (no avx512_bf16 / amx_bf16 flag)")
-        raise ValueError(f"{name} cannot run here: {why}")
+    if name not in available(onnx_path=onnx_path):
+        raise ValueError(f"{name} cannot run here: {why_not_available(name, onnx_path=onnx_path)}")
+    if precision == "int8":
+        from posestream.models.quantize import QuantizeError, build_int8
+
+        try:
+            onnx_path = build_int8(onnx_path)
+        except QuantizeError as e:
+            raise ValueError(f"{name}: {e}") from None
     if backend == "onnxruntime":
         from posestream.models.export import onnx_session
 
@@ -120,7 +155,8 @@ def make_runner(name: str, onnx_path: str | os.PathLike, threads: int | None = N
 
         return run
     core = _core()
-    config = {"INFERENCE_PRECISION_HINT": "f32" if precision == "fp32" else "bf16", "PERFORMANCE_HINT": "LATENCY"}
+    # int8: the graph's Q/DQ decide; the layers between them stay f32 (not OpenVINO's bf16 default)
+    config = {"INFERENCE_PRECISION_HINT": "bf16" if precision == "bf16" else "f32", "PERFORMANCE_HINT": "LATENCY"}
     if cache_dir is not None:  # compiled blobs: the second start skips the compilation
         Path(cache_dir, "openvino").mkdir(parents=True, exist_ok=True)
         config["CACHE_DIR"] = str(Path(cache_dir, "openvino"))
@@ -174,7 +210,11 @@ def _versions() -> dict:
 
 def cache_path(onnx_path, size: int, threads: int | None, cache_dir) -> Path:
     host = {"cpu": cpu_name(), "flags": key_flags(), "threads": threads or os.cpu_count(), **_versions()}
-    key = hashlib.sha1(json.dumps([host, _file_hash(Path(onnx_path)), int(size)], sort_keys=True).encode()).hexdigest()[:16]
+    model = [_file_hash(Path(onnx_path))]
+    if any(f in host["flags"] for f in INT8_FLAGS):  # the INT8 candidates' graph follows its ranges
+        ranges = _int8_ranges(onnx_path)
+        model.append(None if ranges is None else _file_hash(Path(ranges)))
+    key = hashlib.sha1(json.dumps([host, *model, int(size)], sort_keys=True).encode()).hexdigest()[:16]
     return Path(cache_dir) / "backends" / f"{key}.json"
 
 
@@ -213,11 +253,11 @@ def calibrate(onnx_path, size: int, threads: int | None = None, cache_dir=None, 
     Returns the record: ``{"host", "model", "size", "results": {name: {"ms", "max_abs_diff"}},
     "chosen", "cached": bool, "path"}``."""
     path = cache_path(onnx_path, size, threads, cache_dir) if cache_dir is not None else None
-    rec = None if path is None or force else _cached(path, candidates or available())
+    rec = None if path is None or force else _cached(path, candidates or available(onnx_path=onnx_path))
     if rec is not None:
         rec["chosen"] = choose(rec)
         return rec
-    names = list(candidates or available())
+    names = list(candidates or available(onnx_path=onnx_path))
     if "onnxruntime-fp32" not in names:
         names.insert(0, "onnxruntime-fp32")  # the reference
     from posestream.models.export import maps

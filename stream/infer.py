@@ -52,7 +52,8 @@ class InferConfig:
         and cached, see ``stream/backends.py``; on CUDA: ONNX Runtime's CUDA provider),
         onnxruntime, openvino or torch.
     precision: auto (fp32, or a reduced precision whose AP was measured within 0.005 of fp32),
-        fp32 or bf16 (OpenVINO on CPUs with bf16 arithmetic).
+        fp32, bf16 (OpenVINO on CPUs with bf16 arithmetic) or int8 (the backbone in INT8, the
+        rest in fp32, on CPUs with VNNI; ONNX Runtime unless backend is openvino).
     device: auto, cpu or cuda.
     spin: let ONNX Runtime's worker threads spin-wait between calls (default off: alone they make a
         call ~1.1x faster, but beside decoding, rendering and H.264 encoding on a 2-core machine
@@ -75,8 +76,10 @@ class InferConfig:
     def __post_init__(self) -> None:
         if self.backend not in ("auto", "onnxruntime", "openvino", "torch"):
             raise ValueError(f"backend must be auto, onnxruntime, openvino or torch, got {self.backend!r}")
-        if self.precision not in ("auto", "fp32", "bf16"):
-            raise ValueError(f"precision must be auto, fp32 or bf16, got {self.precision!r}")
+        if self.precision not in ("auto", "fp32", "bf16", "int8"):
+            raise ValueError(f"precision must be auto, fp32, bf16 or int8, got {self.precision!r}")
+        if self.precision == "int8" and self.backend == "torch":
+            raise ValueError("precision int8 runs on ONNX Runtime or OpenVINO, not torch")
         if self.precision == "bf16" and self.backend in ("onnxruntime", "torch"):
             raise ValueError(f"precision bf16 runs on OpenVINO (backend openvino or auto), not {self.backend}")
         if self.device not in ("auto", "cpu", "cuda"):
@@ -281,9 +284,11 @@ def _cpu_network(cfg: InferConfig, backend: str, onnx_path: Path, meta: dict, de
         how = "forced"
     elif backend == "auto" and precision == "bf16":
         name, how = "openvino-bf16", "forced"
+    elif backend == "auto" and precision == "int8":
+        name, how = "onnxruntime-int8", "forced"
     else:  # measure (once per host, model and size)
         size = int(cfg.input_size or meta["input_size"])
-        cands = [n for n in B.available() if backend == "auto" or n.startswith(backend)]
+        cands = [n for n in B.available(onnx_path=onnx_path) if backend == "auto" or n.startswith(backend)]
         if precision == "fp32":
             cands = [n for n in cands if n.endswith("-fp32")]
         cached = B._cached(B.cache_path(onnx_path, size, cfg.threads, _cache_dir(cfg)), cands)

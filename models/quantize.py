@@ -1,0 +1,214 @@
+"""INT8 with mixed precision: the backbone in INT8, the FPN, the heads and the decoding in float32
+(issue #15).
+
+The graph is ONNX Runtime's static QDQ quantization of the float32 export: u8 activations, s8
+per-channel weights, MinMax ranges calibrated on training images. Only the backbone's blocks
+(``/model/backbone/`` outside ``fpn/``: ~80 % of the FLOPs) are quantized. Measured on the shipped
+model (held-out AP on coco-mini val2017, the quantized graph run with ONNX Runtime's optimizations
+off so that Q/DQ are applied as written, i.e. exactly the INT8 rounding without any CPU's kernels):
+everything but the decoding in INT8 0.142; the backbone with its FPN 0.142; the backbone without
+the FPN **0.300** against fp32's 0.304; adding any one FPN layer back costs 0.005–0.14 (the
+2 × upsampled sums of the laterals are where 8 bits are too few).
+
+The ranges come from :func:`calibrate_ranges` (MinMax over letterboxed training images) and are
+stored as ONNX Runtime's calibration cache (JSON, tens of kB). The shipped model's ranges are in
+``models/weights/<arch>.int8-ranges.json`` (made by ``posestream quantize`` on 64 ``pseudo/``
+training images, never on the validation set), so a host builds its INT8 graph from them in
+~2 s without images; ``posestream quantize --calib DIR`` makes them for any other checkpoint.
+A graph is built once per (export, ranges) and cached beside the export.
+
+The u8 x s8 kernels saturate on x86 CPUs without VNNI (``VPMADDUBSW`` adds two products in 16
+bits), so :mod:`stream.backends` offers the INT8 candidates only where ``avx512_vnni``,
+``avx_vnni`` or ``amx_int8`` is present, and, like bf16, chooses one automatically only after its
+held-out AP was measured on the host within 0.005 of fp32.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from pathlib import Path
+
+import numpy as np
+
+__all__ = ["quantized_nodes", "calibrate_ranges", "build_int8", "int8_path", "shipped_ranges", "ranges_for",
+           "QuantizeError"]
+
+LOG = logging.getLogger(__name__)
+WEIGHTS = Path(__file__).resolve().parent / "weights"
+
+
+class QuantizeError(Exception):
+    """The INT8 graph cannot be built (one line: what and why)."""
+
+
+def quantized_nodes(model) -> list[str]:
+    """The names of the nodes that run in INT8: the backbone's, not its FPN's (see the module doc)."""
+    return [n.name for n in model.graph.node
+            if n.name.startswith("/model/backbone/") and not n.name.startswith("/model/backbone/fpn/")
+            and n.op_type != "Constant"]
+
+
+def _load(onnx_path):
+    import onnx
+
+    return onnx.load(str(onnx_path))
+
+
+def calibrate_ranges(onnx_path, images: list[str], out: str | os.PathLike, size: int = 320) -> Path:
+    """MinMax ranges of every tensor the INT8 nodes read or write, over ``images`` letterboxed to
+    ``size`` as the pipeline feeds them (each image's min and max averaged over the images, which
+    keeps one outlier from widening a range); written to ``out`` (ONNX Runtime's calibration
+    cache, with what it was made from under ``posestream``)."""
+    import cv2
+    from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, quantize_static
+
+    from .preprocess import letterbox
+
+    if not images:
+        raise QuantizeError("no calibration images")
+    from .export import read_onnx_meta
+
+    meta = read_onnx_meta(onnx_path)
+    mean = np.asarray(meta.get("mean", [0.5] * 3), np.float32) * 255.0
+    inv_std = 1.0 / (np.asarray(meta.get("std", [0.5] * 3), np.float32) * 255.0)
+
+    class Reader(CalibrationDataReader):
+        def __init__(self):
+            self.it = iter(images)
+
+        def get_next(self):
+            for p in self.it:
+                img = cv2.imread(str(p))
+                if img is None:
+                    LOG.warning("calibration: %s is not an image; skipped", p)
+                    continue
+                x, _ = letterbox(cv2.cvtColor(img, cv2.COLOR_BGR2RGB), size, multiple=32)
+                return {"image": ((x.astype(np.float32) - mean) * inv_std).transpose(2, 0, 1)[None].copy()}
+            return None
+
+    model = _load(onnx_path)
+    nodes = quantized_nodes(model)
+    if not nodes:
+        raise QuantizeError(f"{onnx_path}: no backbone nodes to quantize (INT8 needs a /model/backbone/ network)")
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.unlink(missing_ok=True)
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="posestream-int8-") as tmp:
+        _quiet(lambda: quantize_static(str(onnx_path), str(Path(tmp, "q.onnx")), Reader(), quant_format=QuantFormat.QDQ,
+                                       per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                                       nodes_to_quantize=nodes, calibrate_method=CalibrationMethod.MinMax,
+                                       extra_options={"CalibMovingAverage": True}, calibration_cache_path=str(out)))
+    # what the ranges were made for and from (ONNX Runtime's reader ignores the extra key)
+    rec = json.loads(out.read_text())
+    rec["posestream"] = {"weights": weights_digest(onnx_path), "images": len(images), "size": int(size),
+                         "method": "MinMax, moving average", "int8": "backbone without its FPN"}
+    out.write_text(json.dumps(rec))
+    out.chmod(0o644)  # (the quantizer writes it 0600)
+    return out
+
+
+_DIGESTS: dict = {}
+
+
+def weights_digest(onnx_path) -> str:
+    """A digest of a graph's weights (the initializers' values, in name-independent order): the
+    shipped ranges are used only for an export of the weights they were calibrated on."""
+    from onnx import numpy_helper
+
+    st = os.stat(onnx_path)
+    key = (str(onnx_path), st.st_mtime_ns, st.st_size)
+    if key not in _DIGESTS:
+        parts = sorted(hashlib.sha1(numpy_helper.to_array(t).tobytes()).hexdigest()
+                       for t in _load(onnx_path).graph.initializer)
+        _DIGESTS[key] = hashlib.sha1("".join(parts).encode()).hexdigest()[:16]
+    return _DIGESTS[key]
+
+
+def _quiet(fn):
+    """Run ``fn`` with the quantizer's advice-level log lines (pre-processing hints) silenced."""
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(max(level, logging.ERROR))
+    try:
+        return fn()
+    finally:
+        root.setLevel(level)
+
+
+def shipped_ranges(meta: dict | None = None, arch: str | None = None) -> Path | None:
+    """The shipped ranges for a model (by its architecture name), if there are any."""
+    arch = arch or (meta or {}).get("arch")
+    p = WEIGHTS / f"{arch}.int8-ranges.json"
+    return p if arch and p.is_file() else None
+
+
+def _hash(*paths) -> str:
+    h = hashlib.sha1()
+    for p in paths:
+        with open(p, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                h.update(chunk)
+    return h.hexdigest()[:12]
+
+
+def ranges_for(onnx_path) -> Path | None:
+    """The ranges to quantize ``onnx_path`` with: made for this export by ``posestream quantize``
+    (beside it), else the shipped ones when they were made for these weights; None otherwise."""
+    own = Path(str(onnx_path)[:-len(".onnx")] + ".int8-ranges.json")
+    if own.is_file():
+        return own
+    from .export import read_onnx_meta
+
+    try:
+        shipped = shipped_ranges(read_onnx_meta(onnx_path))
+        if shipped is not None and json.loads(shipped.read_text())["posestream"]["weights"] == weights_digest(onnx_path):
+            return shipped
+    except Exception:  # noqa: BLE001 - no metadata, or ranges for other weights: none
+        pass
+    return None
+
+
+def int8_path(onnx_path, ranges) -> Path:
+    """Where the INT8 graph of ``onnx_path`` quantized with ``ranges`` is cached."""
+    return Path(f"{str(onnx_path)[:-len('.onnx')]}.int8-{_hash(ranges)}.onnx")
+
+
+def build_int8(onnx_path, ranges=None) -> Path:
+    """The INT8 graph of ``onnx_path`` (built on first use, then cached). QuantizeError (one line)
+    when there are no ranges or they do not fit this export."""
+    ranges = Path(ranges) if ranges is not None else ranges_for(onnx_path)
+    if ranges is None:
+        raise QuantizeError(f"{onnx_path}: no INT8 calibration ranges for this model "
+                            "(posestream quantize --model M --calib DIR makes them)")
+    dst = int8_path(onnx_path, ranges)
+    if dst.is_file():
+        return dst
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+
+    model = _load(onnx_path)
+    nodes = quantized_nodes(model)
+    try:
+        known = set(json.loads(ranges.read_text()).get("data", {}))
+    except (OSError, ValueError) as e:
+        raise QuantizeError(f"{ranges}: unreadable calibration ranges ({e})") from None
+    needed = {t for n in model.graph.node if n.name in set(nodes) for t in list(n.input[:1]) + list(n.output)}
+    missing = sorted(needed - known)
+    if not nodes or missing:
+        raise QuantizeError(f"{ranges}: the ranges do not fit {Path(onnx_path).name} "
+                            f"({len(missing)} of its tensors have none, e.g. {missing[:1]})")
+    tmp = dst.with_suffix(f".{os.getpid()}.tmp")
+    try:
+        _quiet(lambda: quantize_static(str(onnx_path), str(tmp), None, quant_format=QuantFormat.QDQ, per_channel=True,
+                                       activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                                       nodes_to_quantize=nodes, calibrate_method=CalibrationMethod.MinMax,
+                                       calibration_cache_path=str(ranges)))
+    except TypeError:  # an onnxruntime without calibration_cache_path
+        import onnxruntime
+
+        raise QuantizeError(f"INT8 needs onnxruntime >= 1.32 (this one is {onnxruntime.__version__})") from None
+    tmp.replace(dst)
+    return dst

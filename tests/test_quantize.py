@@ -1,0 +1,135 @@
+"""INT8 with mixed precision (models/quantize.py): the backbone in INT8 from calibrated ranges, the
+FPN, heads and decoding in fp32; offered only where the CPU has VNNI and the ranges fit the weights."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from posestream.models import quantize as Q
+from posestream.models.commands.quantize import _image_input, simulated_session
+from posestream.models.export import maps
+from posestream.stream import backends as B
+from posestream.stream.benches.tracking import _shared
+from posestream.stream.infer import InferConfig, load_network, onnx_export_path
+
+VAL = _shared() / "coco-mini" / "val2017"
+TRAIN = _shared() / "pseudo" / "images"
+
+
+@pytest.fixture(scope="module")
+def export(tmp_path_factory):
+    """The shipped model's ONNX export, made the pipeline's way in a fresh cache."""
+    cache = tmp_path_factory.mktemp("cache")
+    cfg = InferConfig(backend="onnxruntime", cache_dir=str(cache))
+    _, meta, _ = load_network(cfg)
+    return Path(onnx_export_path(cfg, meta))
+
+
+def _val_input():
+    return _image_input(str(sorted(VAL.glob("*.jpg"))[3]), 320)
+
+
+def _weight_producers(model) -> dict[str, str]:
+    """Conv node name -> op type of the node that feeds its weight (initializer: '')."""
+    prod = {o: n.op_type for n in model.graph.node for o in n.output}
+    return {n.name: prod.get(n.input[1], "") for n in model.graph.node if n.op_type == "Conv"}
+
+
+def test_the_shipped_ranges_build_a_graph_with_only_the_backbone_in_int8(export):
+    import onnx
+
+    ranges = Q.ranges_for(export)
+    assert ranges == Q.shipped_ranges(arch="movenet_paf")  # made for exactly these weights
+    rec = json.loads(ranges.read_text())["posestream"]
+    assert rec["weights"] == Q.weights_digest(export) and rec["images"] == 64
+    q = Q.build_int8(export)
+    assert q.parent == export.parent and q.is_file()
+    mtime = q.stat().st_mtime_ns
+    assert Q.build_int8(export) == q and q.stat().st_mtime_ns == mtime  # cached, not rebuilt
+    feeds = _weight_producers(onnx.load(str(q)))
+    backbone = [n for n in feeds if n.startswith("/model/backbone/") and "/fpn/" not in n]
+    rest = [n for n in feeds if n not in backbone]
+    assert len(backbone) >= 50 and len(rest) >= 10
+    assert all(feeds[n] == "DequantizeLinear" for n in backbone)
+    assert not any(feeds[n] == "DequantizeLinear" for n in rest)  # FPN, heads, decoding head: fp32
+    # the INT8 rounding as written (no CPU's integer kernels): close to fp32 on a held-out image
+    x = _val_input()
+    ref, got = simulated_session(export).run(None, {"image": x}), simulated_session(q).run(None, {"image": x})
+    corr = [float(np.corrcoef(a.ravel(), b.ravel())[0, 1]) for a, b in zip(maps(ref), maps(got))]
+    assert corr[0] > 0.85 and corr[1] > 0.5, corr
+    assert float(np.abs(got[0] - ref[0]).max()) > 1e-3  # and it is not the fp32 graph
+
+
+def test_int8_is_offered_only_with_vnni_and_ranges_for_these_weights(export, tmp_path):
+    import onnx
+    from onnx import numpy_helper
+
+    assert "onnxruntime-int8" not in B.available({"avx2", "avx512f"}, onnx_path=export)
+    for flag in B.INT8_FLAGS:
+        assert "onnxruntime-int8" in B.available({"avx2", flag}, onnx_path=export)
+    assert "saturate" in B.why_not_available("onnxruntime-int8", {"avx2"}, onnx_path=export)
+    # other weights (one tensor changed) do not get the shipped ranges
+    m = onnx.load(str(export))
+    t = m.graph.initializer[0]
+    t.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(t) * 1.01, t.name))
+    other = tmp_path / "other.onnx"
+    onnx.save(m, str(other))
+    assert Q.ranges_for(other) is None
+    assert "onnxruntime-int8" not in B.available({"amx_int8"}, onnx_path=other)
+    assert "calibration ranges" in B.why_not_available("onnxruntime-int8", {"amx_int8"}, onnx_path=other)
+    with pytest.raises(Q.QuantizeError, match="no INT8 calibration ranges"):
+        Q.build_int8(other)
+
+
+@pytest.mark.skipif(any(f in B.cpu_flags() for f in B.INT8_FLAGS), reason="this CPU has VNNI")
+def test_forcing_int8_without_vnni_says_why_in_one_line(export):
+    with pytest.raises(ValueError, match="no VNNI") as e:
+        B.make_runner("onnxruntime-int8", export)
+    assert "\n" not in str(e.value)
+    with pytest.raises(ValueError, match="not torch"):
+        InferConfig(precision="int8", backend="torch")
+
+
+def test_int8_is_chosen_only_with_a_measured_ap_within_the_bound():
+    rec = {"results": {"onnxruntime-fp32": {"ms": 24.0, "max_abs_diff": 0.0},
+                       "onnxruntime-int8": {"ms": 13.0, "max_abs_diff": 0.6}}}
+    assert B.choose(rec) == "onnxruntime-fp32"
+    assert "AP not measured" in B.eligible("onnxruntime-int8", rec["results"]["onnxruntime-int8"])[1]
+    rec["results"]["onnxruntime-int8"].update(ap=0.296, ap_fp32=0.304)
+    assert B.choose(rec) == "onnxruntime-fp32"
+    rec["results"]["onnxruntime-int8"].update(ap=0.300)
+    assert B.choose(rec) == "onnxruntime-int8"
+
+
+def test_quantize_command_calibrates_ranges_on_training_images(export, tmp_path):
+    out = tmp_path / "r.json"
+    r = subprocess.run([sys.executable, "-m", "posestream", "quantize", "--model", str(export), "--calib", str(TRAIN),
+                        "--images", "4", "--out", str(out), "--json"], capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr
+    rep = json.loads(r.stdout)
+    assert rep["images"] == 4 and rep["ranges"] == str(out) and rep["corr_heatmaps"] > 0.8
+    rec = json.loads(out.read_text())
+    assert rec["posestream"]["weights"] == Q.weights_digest(export) and rec["posestream"]["images"] == 4
+    assert oct(out.stat().st_mode & 0o777) == "0o644"
+    assert Path(rep["int8"]).is_file() and Path(rep["int8"]) == Q.int8_path(export, out)
+    # the ranges made for one set of weights are checked against the graph they quantize
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    for args, msg in ((["--calib", str(tmp_path / "nope")], "no such folder"), (["--calib", str(empty)], "no images")):
+        r = subprocess.run([sys.executable, "-m", "posestream", "quantize", "--model", str(export), *args],
+                           capture_output=True, text=True, timeout=120)
+        assert r.returncode == 2 and msg in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+
+
+def test_ranges_that_do_not_fit_the_graph_are_refused(export, tmp_path):
+    bad = tmp_path / "bad.json"
+    rec = json.loads(Q.shipped_ranges(arch="movenet_paf").read_text())
+    rec["data"] = dict(list(rec["data"].items())[:5])
+    bad.write_text(json.dumps(rec))
+    with pytest.raises(Q.QuantizeError, match="do not fit"):
+        Q.build_int8(export, bad)
