@@ -212,3 +212,39 @@ def build_int8(onnx_path, ranges=None) -> Path:
         raise QuantizeError(f"INT8 needs onnxruntime >= 1.32 (this one is {onnxruntime.__version__})") from None
     tmp.replace(dst)
     return dst
+
+
+def split_at_backbone(onnx_path) -> tuple[Path, Path]:
+    """The graph cut in two where the backbone (the INT8 scope: ``/model/backbone/`` outside its
+    FPN) ends: ``image -> the backbone's outputs`` and ``those -> the graph's outputs`` (cached
+    beside the export). For runtimes that take one precision per compiled graph (OpenVINO's
+    bf16): the backbone in bf16, the rest in fp32."""
+    import onnx
+    from onnx.utils import Extractor
+
+    stem = str(onnx_path)[:-len(".onnx")]
+    a, b = Path(stem + ".part-backbone.onnx"), Path(stem + ".part-rest.onnx")
+    if a.is_file() and b.is_file() and a.stat().st_mtime_ns >= Path(onnx_path).stat().st_mtime_ns:
+        return a, b
+    model = onnx.shape_inference.infer_shapes(_load(onnx_path))
+    inside = set(quantized_nodes(model))
+    if not inside:
+        raise QuantizeError(f"{onnx_path}: no backbone to run in another precision (no /model/backbone/ nodes)")
+    made = [o for n in model.graph.node if n.name in inside for o in n.output]
+    outputs = [o.name for o in model.graph.output]
+    used = {i for n in model.graph.node if n.name not in inside and n.op_type != "Constant" for i in n.input}
+    cut = [t for t in made if t in used or t in outputs]
+    inputs = [i.name for i in model.graph.input]
+    ex = Extractor(model)
+    part_a = ex.extract_model(inputs, cut)
+    part_b = ex.extract_model(cut + [i for i in inputs if _reaches(model, i, inside)], outputs)
+    for part, path in ((part_a, a), (part_b, b)):
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        onnx.save(part, str(tmp))
+        tmp.replace(path)
+    return a, b
+
+
+def _reaches(model, name: str, inside: set) -> bool:
+    """Whether a node outside the backbone reads graph input ``name`` directly."""
+    return any(name in n.input for n in model.graph.node if n.name not in inside)

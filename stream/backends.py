@@ -6,6 +6,10 @@ Candidates (each runs the same ONNX export):
 * ``openvino-fp32``: OpenVINO's CPU plugin with ``INFERENCE_PRECISION_HINT = f32``.
 * ``openvino-bf16``: the same in bfloat16; offered only on CPUs that have bf16 arithmetic
   (``avx512_bf16`` or ``amx_bf16`` in the CPU flags), where it is OpenVINO's own default.
+* ``openvino-bf16-mixed``: the backbone in bf16 and the FPN, heads and decoding in fp32, as two
+  compiled graphs (:func:`models.quantize.split_at_backbone`; OpenVINO's CPU plugin takes one
+  inference precision per compiled model), the backbone's outputs handed over without a copy;
+  offered where ``openvino-bf16`` is.
 * ``onnxruntime-int8``, ``openvino-int8``: the mixed-precision INT8 graph of
   :mod:`models.quantize` (backbone in INT8, FPN, heads and decoding in float32, static ranges
   from training images); offered only on CPUs with VNNI (``avx512_vnni``, ``avx_vnni`` or
@@ -40,7 +44,8 @@ LOG = logging.getLogger(__name__)
 __all__ = ["CANDIDATES", "FP32_TOLERANCE", "MAX_AP_LOSS", "cpu_flags", "cpu_name", "available", "make_runner",
            "calibrate", "BackgroundCalibration", "choose", "record_ap", "candidate_name"]
 
-CANDIDATES = ("onnxruntime-fp32", "openvino-fp32", "openvino-bf16", "onnxruntime-int8", "openvino-int8")
+CANDIDATES = ("onnxruntime-fp32", "openvino-fp32", "openvino-bf16", "openvino-bf16-mixed", "onnxruntime-int8",
+              "openvino-int8")
 BF16_FLAGS = ("avx512_bf16", "amx_bf16")
 INT8_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8")  # u8 x s8 dot products without 16-bit saturation
 FP32_TOLERANCE = 1e-3
@@ -97,7 +102,7 @@ def available(flags: set[str] | None = None, onnx_path=None) -> list[str]:
     if _has_openvino():
         out.append("openvino-fp32")
         if any(f in flags for f in BF16_FLAGS):
-            out.append("openvino-bf16")
+            out += ["openvino-bf16", "openvino-bf16-mixed"]
         if int8:
             out.append("openvino-int8")
     return out
@@ -114,7 +119,7 @@ def why_not_available(name: str, flags: set[str] | None = None, onnx_path=None) 
     flags = cpu_flags() if flags is None else flags
     if name.startswith("openvino") and not _has_openvino():
         return "OpenVINO is not installed (pip install openvino)"
-    if name.endswith("-bf16"):
+    if "-bf16" in name:
         return "this CPU has no bf16 arithmetic (no avx512_bf16 / amx_bf16 flag)"
     if name.endswith("-int8") and not any(f in flags for f in INT8_FLAGS):
         return ("this CPU has no VNNI (no avx512_vnni / avx_vnni / amx_int8 flag), where INT8 dot products "
@@ -154,14 +159,16 @@ def make_runner(name: str, onnx_path: str | os.PathLike, threads: int | None = N
             return tuple(sess.run(None, {"image": x}))
 
         return run
+    if precision == "bf16-mixed":
+        from posestream.models.quantize import QuantizeError
+
+        try:
+            return split_runner(onnx_path, "bf16", threads, cache_dir)
+        except QuantizeError as e:
+            raise ValueError(f"{name}: {e}") from None
     core = _core()
     # int8: the graph's Q/DQ decide; the layers between them stay f32 (not OpenVINO's bf16 default)
-    config = {"INFERENCE_PRECISION_HINT": "bf16" if precision == "bf16" else "f32", "PERFORMANCE_HINT": "LATENCY"}
-    if cache_dir is not None:  # compiled blobs: the second start skips the compilation
-        Path(cache_dir, "openvino").mkdir(parents=True, exist_ok=True)
-        config["CACHE_DIR"] = str(Path(cache_dir, "openvino"))
-    if threads:
-        config["INFERENCE_NUM_THREADS"] = int(threads)
+    config = _ov_config("bf16" if precision == "bf16" else "f32", threads, cache_dir)
     requests: dict[tuple, object] = {}
 
     def run(x: np.ndarray):
@@ -172,6 +179,52 @@ def make_runner(name: str, onnx_path: str | os.PathLike, threads: int | None = N
             req = requests[x.shape] = core.compile_model(model, "CPU", config).create_infer_request()
         req.infer({0: np.ascontiguousarray(x, np.float32)})
         return tuple(np.array(req.get_output_tensor(i).data) for i in range(len(req.model_outputs)))
+
+    return run
+
+
+def _ov_config(precision: str, threads: int | None, cache_dir) -> dict:
+    """OpenVINO CPU settings; with ``cache_dir``, compiled blobs (a second start skips compiling)."""
+    config = {"INFERENCE_PRECISION_HINT": precision, "PERFORMANCE_HINT": "LATENCY"}
+    if cache_dir is not None:
+        Path(cache_dir, "openvino").mkdir(parents=True, exist_ok=True)
+        config["CACHE_DIR"] = str(Path(cache_dir, "openvino"))
+    if threads:
+        config["INFERENCE_NUM_THREADS"] = int(threads)
+    return config
+
+
+def split_runner(onnx_path, backbone_precision: str, threads: int | None = None, cache_dir=None) -> Callable:
+    """OpenVINO with the backbone compiled in ``backbone_precision`` ("bf16"; "f32" in tests) and
+    the rest of the graph in f32; the rest's inputs are the backbone's output tensors themselves."""
+    from posestream.models.quantize import split_at_backbone
+
+    part_a, part_b = split_at_backbone(onnx_path)
+    core = _core()
+    pairs: dict[tuple, tuple] = {}
+
+    def build(shape):
+        ma = core.read_model(str(part_a))
+        ma.reshape({ma.inputs[0].get_any_name(): list(shape)})
+        ca = core.compile_model(ma, "CPU", _ov_config(backbone_precision, threads, cache_dir))
+        mb = core.read_model(str(part_b))
+        shapes = {o.get_any_name(): o.get_partial_shape() for o in ca.outputs}
+        mb.reshape({i.get_any_name(): shapes[i.get_any_name()] for i in mb.inputs})
+        cb = core.compile_model(mb, "CPU", _ov_config("f32", threads, cache_dir))
+        ra, rb = ca.create_infer_request(), cb.create_infer_request()
+        names = [i.get_any_name() for i in mb.inputs]
+        return ra, rb, names
+
+    def run(x: np.ndarray):
+        pair = pairs.get(x.shape)
+        if pair is None:
+            pair = pairs[x.shape] = build(x.shape)
+        ra, rb, names = pair
+        ra.infer({0: np.ascontiguousarray(x, np.float32)})
+        for n in names:
+            rb.set_tensor(n, ra.get_tensor(n))
+        rb.infer()
+        return tuple(np.array(rb.get_output_tensor(i).data) for i in range(len(rb.model_outputs)))
 
     return run
 

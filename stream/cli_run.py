@@ -53,9 +53,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--backend", choices=("auto", "onnxruntime", "openvino", "torch"), default=None,
                    help="inference runtime; auto (default): on a CPU the fastest of ONNX Runtime and OpenVINO on "
                         "this host, measured at first use and cached; on CUDA, ONNX Runtime's CUDA provider")
-    p.add_argument("--precision", choices=("auto", "fp32", "bf16", "int8"), default=None,
+    p.add_argument("--precision", choices=("auto", "fp32", "bf16", "bf16-mixed", "int8"), default=None,
                    help="auto (default): fp32 unless a reduced precision's AP was measured within 0.005 of fp32 "
-                        "(posestream bench backends --ap); bf16: OpenVINO on CPUs with bf16 arithmetic; int8: "
+                        "(posestream bench backends --ap); bf16: OpenVINO on CPUs with bf16 arithmetic; bf16-mixed: "
+                        "the backbone in bf16, the rest in fp32; int8: "
                         "the backbone in INT8 and the rest in fp32, on CPUs with VNNI")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default=None)
     p.add_argument("--fp16", action="store_true", help="half precision (PyTorch on CUDA)")

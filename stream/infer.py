@@ -52,7 +52,8 @@ class InferConfig:
         and cached, see ``stream/backends.py``; on CUDA: ONNX Runtime's CUDA provider),
         onnxruntime, openvino or torch.
     precision: auto (fp32, or a reduced precision whose AP was measured within 0.005 of fp32),
-        fp32, bf16 (OpenVINO on CPUs with bf16 arithmetic) or int8 (the backbone in INT8, the
+        fp32, bf16 (OpenVINO on CPUs with bf16 arithmetic), bf16-mixed (the same with only the
+        backbone in bf16, the FPN, heads and decoding in fp32) or int8 (the backbone in INT8, the
         rest in fp32, on CPUs with VNNI; ONNX Runtime unless backend is openvino).
     device: auto, cpu or cuda.
     spin: let ONNX Runtime's worker threads spin-wait between calls (default off: alone they make a
@@ -76,12 +77,12 @@ class InferConfig:
     def __post_init__(self) -> None:
         if self.backend not in ("auto", "onnxruntime", "openvino", "torch"):
             raise ValueError(f"backend must be auto, onnxruntime, openvino or torch, got {self.backend!r}")
-        if self.precision not in ("auto", "fp32", "bf16", "int8"):
-            raise ValueError(f"precision must be auto, fp32, bf16 or int8, got {self.precision!r}")
+        if self.precision not in ("auto", "fp32", "bf16", "bf16-mixed", "int8"):
+            raise ValueError(f"precision must be auto, fp32, bf16, bf16-mixed or int8, got {self.precision!r}")
         if self.precision == "int8" and self.backend == "torch":
             raise ValueError("precision int8 runs on ONNX Runtime or OpenVINO, not torch")
-        if self.precision == "bf16" and self.backend in ("onnxruntime", "torch"):
-            raise ValueError(f"precision bf16 runs on OpenVINO (backend openvino or auto), not {self.backend}")
+        if self.precision.startswith("bf16") and self.backend in ("onnxruntime", "torch"):
+            raise ValueError(f"precision {self.precision} runs on OpenVINO (backend openvino or auto), not {self.backend}")
         if self.device not in ("auto", "cpu", "cuda"):
             raise ValueError(f"device must be auto, cpu or cuda, got {self.device!r}")
         if self.input_size is not None and (isinstance(self.input_size, bool) or not isinstance(self.input_size, int)
@@ -282,8 +283,8 @@ def _cpu_network(cfg: InferConfig, backend: str, onnx_path: Path, meta: dict, de
     if backend == "onnxruntime" or (backend == "openvino" and precision != "auto"):
         name = B.candidate_name(backend, precision)
         how = "forced"
-    elif backend == "auto" and precision == "bf16":
-        name, how = "openvino-bf16", "forced"
+    elif backend == "auto" and precision.startswith("bf16"):
+        name, how = f"openvino-{precision}", "forced"
     elif backend == "auto" and precision == "int8":
         name, how = "onnxruntime-int8", "forced"
     else:  # measure (once per host, model and size)
@@ -307,7 +308,7 @@ def _cpu_network(cfg: InferConfig, backend: str, onnx_path: Path, meta: dict, de
     except ValueError as e:
         raise ValueError(f"--backend {backend} --precision {cfg.precision}: {e}") from None
     label = {"onnxruntime": "ONNX Runtime (CPUExecutionProvider)", "openvino": "OpenVINO CPU"}[name.split("-")[0]]
-    return run, meta, f"{desc}, {label} {name.split('-')[1]} [{how}]"
+    return run, meta, f"{desc}, {label} {name.partition('-')[2]} [{how}]"
 
 
 def _export_path(cfg: InferConfig, model, meta: dict) -> Path:

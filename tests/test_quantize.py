@@ -133,3 +133,33 @@ def test_ranges_that_do_not_fit_the_graph_are_refused(export, tmp_path):
     bad.write_text(json.dumps(rec))
     with pytest.raises(Q.QuantizeError, match="do not fit"):
         Q.build_int8(export, bad)
+
+
+def test_the_split_graph_gives_the_whole_graphs_outputs(export):
+    """bf16-mixed runs the backbone and the rest as two compiled graphs; with both in f32 (this
+    test runs on any CPU) the pair must give exactly what the whole graph gives."""
+    import onnx
+
+    a, b = Q.split_at_backbone(export)
+    ga, gb = onnx.load(str(a)).graph, onnx.load(str(b)).graph
+    cut = [o.name for o in ga.output]
+    assert [i.name for i in ga.input] == ["image"] and [i.name for i in gb.input] == cut and len(cut) == 4
+    assert [o.name for o in gb.output] == ["heatmaps", "pafs", "heatmaps_up", "peak_scores", "peak_index"]
+    assert all(n.name.startswith("/model/backbone/") and "/fpn/" not in n.name
+               for n in ga.node if n.op_type != "Constant")
+    x = _val_input()
+    whole, split = B.make_runner("openvino-fp32", export), B.split_runner(export, "f32")
+    for got, ref in zip(split(x), whole(x)):
+        assert got.shape == ref.shape and float(np.abs(got - ref).max()) <= 1e-5
+    x2 = np.ascontiguousarray(x[:, :, :256, :])  # another shape: compiled again, still exact
+    assert all(float(np.abs(g - r).max()) <= 1e-5 for g, r in zip(split(x2), whole(x2)))
+    assert Q.split_at_backbone(export) == (a, b)
+
+
+@pytest.mark.skipif(any(f in B.cpu_flags() for f in B.BF16_FLAGS), reason="this CPU has bf16")
+def test_bf16_mixed_needs_bf16_arithmetic(export):
+    assert "openvino-bf16-mixed" in B.available({"avx512_bf16"}, onnx_path=export)
+    with pytest.raises(ValueError, match="no bf16 arithmetic"):
+        B.make_runner("openvino-bf16-mixed", export)
+    with pytest.raises(ValueError, match="runs on OpenVINO"):
+        InferConfig(precision="bf16-mixed", backend="onnxruntime")
