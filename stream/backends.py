@@ -12,8 +12,9 @@ Candidates (each runs the same ONNX export):
   offered where ``openvino-bf16`` is.
 * ``onnxruntime-int8``, ``openvino-int8``: the mixed-precision INT8 graph of
   :mod:`models.quantize` (backbone in INT8, FPN, heads and decoding in float32, static ranges
-  from training images); offered only on CPUs with VNNI (``avx512_vnni``, ``avx_vnni`` or
-  ``amx_int8``: without it the u8 x s8 products saturate) and for models with ranges.
+  from training images); offered for models with ranges on x86 CPUs with AVX2: with 8-bit weights
+  where the CPU has VNNI (``avx512_vnni``, ``avx_vnni`` or ``amx_int8``), else with 7-bit weights
+  (without VNNI, 8-bit u8 x s8 products saturate in 16 bits).
 
 ``--backend auto`` on a CPU host: the first time a model runs at an input size on this host, a short
 calibration (a few seconds) times every candidate on the same input, in rounds of short blocks (so
@@ -48,6 +49,7 @@ CANDIDATES = ("onnxruntime-fp32", "openvino-fp32", "openvino-bf16", "openvino-bf
               "openvino-int8")
 BF16_FLAGS = ("avx512_bf16", "amx_bf16")
 INT8_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8")  # u8 x s8 dot products without 16-bit saturation
+INT8_BASE = "avx2"  # without VNNI: INT8 with 7-bit weights
 FP32_TOLERANCE = 1e-3
 MAX_AP_LOSS = 0.005
 # the flags that decide what a candidate can do (and so belong in the host's cache key)
@@ -97,7 +99,7 @@ def _has_openvino() -> bool:
 def available(flags: set[str] | None = None, onnx_path=None) -> list[str]:
     """The candidates this host can run (with ``onnx_path``: for that model; INT8 needs its ranges)."""
     flags = cpu_flags() if flags is None else flags
-    int8 = any(f in flags for f in INT8_FLAGS) and (onnx_path is None or _int8_ranges(onnx_path) is not None)
+    int8 = _int8_cpu(flags) and (onnx_path is None or _int8_ranges(onnx_path) is not None)
     out = ["onnxruntime-fp32"] + (["onnxruntime-int8"] if int8 else [])
     if _has_openvino():
         out.append("openvino-fp32")
@@ -106,6 +108,16 @@ def available(flags: set[str] | None = None, onnx_path=None) -> list[str]:
         if int8:
             out.append("openvino-int8")
     return out
+
+
+def _int8_cpu(flags: set[str]) -> bool:
+    return INT8_BASE in flags or any(f in flags for f in INT8_FLAGS)
+
+
+def int8_reduce_range(flags: set[str] | None = None) -> bool:
+    """7-bit INT8 weights: on x86 CPUs without VNNI."""
+    flags = cpu_flags() if flags is None else flags
+    return not any(f in flags for f in INT8_FLAGS)
 
 
 def _int8_ranges(onnx_path):
@@ -121,9 +133,8 @@ def why_not_available(name: str, flags: set[str] | None = None, onnx_path=None) 
         return "OpenVINO is not installed (pip install openvino)"
     if "-bf16" in name:
         return "this CPU has no bf16 arithmetic (no avx512_bf16 / amx_bf16 flag)"
-    if name.endswith("-int8") and not any(f in flags for f in INT8_FLAGS):
-        return ("this CPU has no VNNI (no avx512_vnni / avx_vnni / amx_int8 flag), where INT8 dot products "
-                "saturate")
+    if name.endswith("-int8") and not _int8_cpu(flags):
+        return "INT8 needs an x86 CPU with AVX2 or VNNI"
     if name.endswith("-int8"):
         return "this model has no INT8 calibration ranges (posestream quantize --model M --calib DIR)"
     return "not available"
@@ -147,7 +158,7 @@ def make_runner(name: str, onnx_path: str | os.PathLike, threads: int | None = N
         from posestream.models.quantize import QuantizeError, build_int8
 
         try:
-            onnx_path = build_int8(onnx_path)
+            onnx_path = build_int8(onnx_path, reduce_range=int8_reduce_range())
         except QuantizeError as e:
             raise ValueError(f"{name}: {e}") from None
     if backend == "onnxruntime":
@@ -264,7 +275,7 @@ def _versions() -> dict:
 def cache_path(onnx_path, size: int, threads: int | None, cache_dir) -> Path:
     host = {"cpu": cpu_name(), "flags": key_flags(), "threads": threads or os.cpu_count(), **_versions()}
     model = [_file_hash(Path(onnx_path))]
-    if any(f in host["flags"] for f in INT8_FLAGS):  # the INT8 candidates' graph follows its ranges
+    if _int8_cpu(set(host["flags"])):  # the INT8 candidates' graph follows its ranges
         ranges = _int8_ranges(onnx_path)
         model.append(None if ranges is None else _file_hash(Path(ranges)))
     key = hashlib.sha1(json.dumps([host, *model, int(size)], sort_keys=True).encode()).hexdigest()[:16]

@@ -57,7 +57,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="auto (default): fp32 unless a reduced precision's AP was measured within 0.005 of fp32 "
                         "(posestream bench backends --ap); bf16: OpenVINO on CPUs with bf16 arithmetic; bf16-mixed: "
                         "the backbone in bf16, the rest in fp32; int8: "
-                        "the backbone in INT8 and the rest in fp32, on CPUs with VNNI")
+                        "the backbone in INT8 and the rest in fp32 (7-bit weights on CPUs without VNNI)")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default=None)
     p.add_argument("--fp16", action="store_true", help="half precision (PyTorch on CUDA)")
     p.add_argument("--input-size", type=int, default=None, metavar="PX",

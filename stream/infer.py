@@ -54,7 +54,8 @@ class InferConfig:
     precision: auto (fp32, or a reduced precision whose AP was measured within 0.005 of fp32),
         fp32, bf16 (OpenVINO on CPUs with bf16 arithmetic), bf16-mixed (the same with only the
         backbone in bf16, the FPN, heads and decoding in fp32) or int8 (the backbone in INT8, the
-        rest in fp32, on CPUs with VNNI; ONNX Runtime unless backend is openvino).
+        rest in fp32; 7-bit weights on CPUs without VNNI; ONNX Runtime unless backend is
+        openvino).
     device: auto, cpu or cuda.
     spin: let ONNX Runtime's worker threads spin-wait between calls (default off: alone they make a
         call ~1.1x faster, but beside decoding, rendering and H.264 encoding on a 2-core machine

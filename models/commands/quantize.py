@@ -3,7 +3,8 @@
 MinMax ranges of the backbone's tensors over the images, letterboxed as the pipeline feeds them,
 are written beside the model's cached ONNX export (or to --out), where ``--backend auto`` and
 ``--precision int8`` find them; the INT8 graph is then built and checked against fp32 on the first
-image. The INT8 candidates run only on CPUs with VNNI (avx512_vnni, avx_vnni, amx_int8); the
+image. The INT8 candidates use 8-bit weights on CPUs with VNNI (avx512_vnni, avx_vnni, amx_int8),
+7-bit ones on other x86 CPUs with AVX2 (8-bit products would saturate there); the
 check here applies the graph's quantization exactly as written (ONNX Runtime with its
 optimizations off), so it holds on any CPU. Calibrate on training images, never on the images
 you evaluate on. The shipped model's ranges are models/weights/movenet_paf.int8-ranges.json.
