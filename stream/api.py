@@ -122,7 +122,8 @@ class Pipeline:
     def __init__(self, sources, model: str | None = None, *, record=None, jsonl=None, summary=None,
                  images: bool = False, show: bool = False, policy: str | None = None, input_size: int | None = None,
                  backend: str | None = None, device: str | None = None, refine: bool | None = None,
-                 realtime: bool = False, config=None, status: bool = False, log_level: int = logging.WARNING) -> None:
+                 realtime: bool = False, config=None, status: bool = False, log_level: int = logging.WARNING,
+                 precision: str | None = None) -> None:
         if isinstance(sources, (str, int, Path)):
             sources = [sources]
         try:
@@ -130,7 +131,8 @@ class Pipeline:
             cfg = PipelineConfig.from_dict(d)
             cfg.sources = [str(s) for s in sources]
             infer = dict(cfg.infer)
-            for key, val in (("model", model), ("input_size", input_size), ("backend", backend), ("device", device)):
+            for key, val in (("model", model), ("input_size", input_size), ("backend", backend), ("device", device),
+                             ("precision", precision)):
                 if val is not None:
                     infer[key] = val
             cfg.infer = infer
@@ -313,11 +315,12 @@ class Estimator:
 
     def __init__(self, model: str = "default", *, backend: str | None = None, device: str | None = None,
                  input_size: int | None = None, fp16: bool = False, track: bool = False,
-                 refine: bool | dict = False) -> None:
+                 refine: bool | dict = False, precision: str | None = None) -> None:
         from .infer import InferConfig, InferenceStage
 
         d = {"model": model, "fp16": fp16}
-        for key, val in (("backend", backend), ("device", device), ("input_size", input_size)):
+        for key, val in (("backend", backend), ("device", device), ("input_size", input_size),
+                         ("precision", precision)):
             if val is not None:
                 d[key] = val
         try:

@@ -41,6 +41,23 @@ FLAGS = {("sink", "serve"): "--serve", ("sink", "publish"): "--publish", ("sink"
 PRESETS = {"fast": {"infer": {"input_size": 256}},
            "balanced": {"infer": {"input_size": 320}},
            "accurate": {"infer": {"input_size": 320}, "refine": {"enabled": True}}}
+# fast where this CPU runs INT8 (x86 with AVX2 or VNNI) and the model has shipped INT8 ranges (the
+# default model): 320 px with the backbone in INT8 is both faster and more accurate than 256 in fp32
+# (measured on an AVX2 EPYC: forward 19.9 against 22.0 ms, held-out AP 0.288 against 0.255)
+FAST_INT8 = {"infer": {"input_size": 320, "precision": "int8"}}
+
+
+def preset_settings(name: str | None, model: str | None = None, backend: str | None = None) -> dict:
+    """The settings of ``--preset name`` on this host, for ``model`` (None: the default model)."""
+    if name == "fast" and (model in (None, "default")) and backend in (None, "auto", "onnxruntime", "openvino"):
+        from posestream.models.quantize import shipped_ranges
+        from posestream.models.shipped import SHIPPED_CHECKPOINT
+
+        from .backends import _int8_cpu, cpu_flags
+
+        if _int8_cpu(cpu_flags()) and shipped_ranges(arch=SHIPPED_CHECKPOINT.stem) is not None:
+            return FAST_INT8
+    return PRESETS.get(name, {})
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -66,7 +83,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="accurate mode: refine every person found with MoveNet Thunder (top-down, one 256-px crop "
                         "per person; on live sources at most refine.live_max_people per frame, the largest first)")
     p.add_argument("--preset", choices=tuple(PRESETS), default=None,
-                   help="fast (input 256), balanced (320, the default) or accurate (320 + --refine); "
+                   help="fast (320 with the backbone in INT8 on x86 CPUs for the default model, else input 256), "
+                        "balanced (320, the default) or accurate (320 + --refine); "
                         "the config file, --set and other flags override it")
     p.add_argument("--record", default=None, help="write an H.264 MP4 with the overlay (folders are created)")
     p.add_argument("--jsonl", default=None, help="write keypoints, one JSON line per frame")
@@ -159,7 +177,10 @@ def build_config(args: argparse.Namespace, origin: dict | None = None, locs=None
         locs.update(found)
     for item in args.set:
         origin[_set_value(d, item)] = f"--set {item}"
-    for section, values in PRESETS.get(getattr(args, "preset", None), {}).items():
+    infer0 = d.get("infer") if isinstance(d.get("infer"), dict) else {}
+    preset = preset_settings(getattr(args, "preset", None), args.model or infer0.get("model"),
+                             args.backend or infer0.get("backend"))
+    for section, values in preset.items():
         node = d.get(section) if isinstance(d.get(section), dict) else {}
         for key, val in values.items():
             if key not in node:

@@ -76,7 +76,15 @@ def test_presets(clip, tmp_path):
     r = _run("run", "--source", str(clip), "--preset", "fast", "--summary", str(tmp_path / "f.json"))
     assert r.returncode == 0, r.stderr[-2000:]
     s = json.loads((tmp_path / "f.json").read_text())
-    assert "refine" not in s["stage_latency_ms"] and "input 256" in s["model"]
+    from posestream.stream.backends import _int8_cpu, cpu_flags
+
+    if _int8_cpu(cpu_flags()):  # 320 with the backbone in INT8 (faster and more accurate than 256 in fp32)
+        assert "refine" not in s["stage_latency_ms"] and "input 320" in s["model"] and " int8 " in s["model"], s["model"]
+        r = _run("run", "--source", str(clip), "--preset", "fast", "--precision", "fp32", "--summary",
+                 str(tmp_path / "h.json"))
+        assert r.returncode == 0 and " fp32 " in json.loads((tmp_path / "h.json").read_text())["model"]
+    else:
+        assert "refine" not in s["stage_latency_ms"] and "input 256" in s["model"]
     # a flag overrides the preset
     r = _run("run", "--source", str(clip), "--preset", "fast", "--input-size", "288", "--summary",
              str(tmp_path / "g.json"))

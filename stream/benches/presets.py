@@ -46,15 +46,16 @@ def run(args: argparse.Namespace) -> int:
     from posestream.stream.backends import cpu_name, key_flags
 
     from ..api import Estimator
-    from ..cli_run import PRESETS
+    from ..cli_run import PRESETS, preset_settings
     from .tracking import _background
 
     frames = _background(args.frames)
     out = {"cpu": cpu_name(), "flags": key_flags(), "presets": {}}
-    for name, p in PRESETS.items():
-        size = p["infer"]["input_size"]
+    for name in PRESETS:
+        p = preset_settings(name)
+        size, precision = p["infer"]["input_size"], p["infer"].get("precision")
         refine = bool((p.get("refine") or {}).get("enabled"))
-        with Estimator(input_size=size, refine=refine) as est:
+        with Estimator(input_size=size, refine=refine, precision=precision) as est:
             for f in frames[:3]:
                 est(f)
             ms = []
@@ -64,13 +65,14 @@ def run(args: argparse.Namespace) -> int:
                 ms.append((time.perf_counter() - t0) * 1e3)
             ap = _ap(est)
             desc = est._stage.description
-        out["presets"][name] = {"input_size": size, "refine": refine, "ap": ap, "ms_per_frame": float(np.median(ms)),
+        out["presets"][name] = {"input_size": size, "precision": precision or "auto", "refine": refine, "ap": ap, "ms_per_frame": float(np.median(ms)),
                                 "backend": desc.split(", ", 1)[-1].split(" [")[0]}
     if args.json:
         print(json.dumps(out, indent=2))
         return 0
     print(f"CPU: {out['cpu']}; flags: {' '.join(out['flags'])}")
-    print(f"{'preset':<10} {'input':>5} {'refine':>7} {'AP':>7} {'ms/frame':>9}  backend")
+    print(f"{'preset':<10} {'input':>5} {'precision':>9} {'refine':>7} {'AP':>7} {'ms/frame':>9}  backend")
     for name, r in out["presets"].items():
-        print(f"{name:<10} {r['input_size']:>5} {str(r['refine']):>7} {r['ap']:7.3f} {r['ms_per_frame']:9.1f}  {r['backend']}")
+        print(f"{name:<10} {r['input_size']:>5} {r['precision']:>9} {str(r['refine']):>7} {r['ap']:7.3f} "
+              f"{r['ms_per_frame']:9.1f}  {r['backend']}")
     return 0
