@@ -252,3 +252,12 @@ def split_at_backbone(onnx_path) -> tuple[Path, Path]:
 def _reaches(model, name: str, inside: set) -> bool:
     """Whether a node outside the backbone reads graph input ``name`` directly."""
     return any(name in n.input for n in model.graph.node if n.name not in inside)
+
+
+if __name__ == "__main__":  # the child of stream.backends.DeferredInt8: build one INT8 graph
+    import sys
+
+    try:
+        print(build_int8(sys.argv[1], reduce_range=sys.argv[2:3] == ["--reduce-range"]))
+    except QuantizeError as e:
+        sys.exit(f"posestream quantize: error: {e}")

@@ -489,6 +489,85 @@ class BackgroundCalibration:
             self._proc.wait(10)
 
 
+def int8_built(onnx_path) -> bool:
+    """Whether this host's INT8 graph of ``onnx_path`` is already built (a start can use it at once)."""
+    from posestream.models.quantize import int8_path
+
+    ranges = _int8_ranges(onnx_path)
+    return ranges is not None and int8_path(onnx_path, ranges, int8_reduce_range()).is_file()
+
+
+class DeferredInt8:
+    """A forced INT8 candidate whose graph is not built yet (a cold start): serve ONNX Runtime
+    fp32 at once while a child process quantizes (~3 s), then move to the INT8 runner between two
+    calls, as :class:`BackgroundCalibration` does. If the build fails, fp32 stays and the reason is
+    logged. ``name``: the candidate serving now."""
+
+    def __init__(self, target: str, onnx_path, threads: int | None, cache_dir) -> None:
+        import subprocess
+        import sys
+        import tempfile
+        import threading
+
+        self.target, self.onnx_path, self.threads, self.cache_dir = target, onnx_path, threads, cache_dir
+        self.name = "onnxruntime-fp32"
+        self._run = make_runner(self.name, onnx_path, threads, cache_dir)
+        self._lock = threading.Lock()
+        self._err = tempfile.TemporaryFile()
+        cmd = [sys.executable, "-m", "posestream.models.quantize", str(onnx_path)]
+        self._proc = subprocess.Popen(cmd + (["--reduce-range"] if int8_reduce_range() else []),
+                                      stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=self._err)
+        self._thread = None
+        self._shape = None
+        self.done = False
+
+    def __call__(self, x: np.ndarray):
+        self._shape = x.shape
+        if not self.done and self._thread is None and self._proc.poll() is not None:
+            self._finished()
+        with self._lock:
+            run = self._run
+        return run(x)
+
+    def wait(self, timeout: float = 300.0) -> None:
+        self._proc.wait(timeout)
+        if self._thread is None and not self.done:
+            self._finished()
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def _finished(self) -> None:
+        import threading
+
+        if self._proc.returncode != 0:
+            self._err.seek(0)
+            last = (self._err.read().decode(errors="replace").strip().splitlines() or [""])[-1][:200]
+            LOG.warning("INT8 graph build failed (exit status %s: %s): staying on onnxruntime-fp32",
+                        self._proc.returncode, last)
+            self.done = True
+            return
+        self._thread = threading.Thread(target=self._adopt, name="posestream-int8-switch", daemon=True)
+        self._thread.start()
+
+    def _adopt(self) -> None:
+        try:
+            run = make_runner(self.target, self.onnx_path, self.threads, self.cache_dir)
+            if self._shape is not None:
+                run(np.zeros(self._shape, np.float32))
+        except Exception as e:  # noqa: BLE001 - a runner that fails to build leaves the working one in place
+            LOG.warning("backend: could not move to %s (%s): staying on %s", self.target, e, self.name)
+        else:
+            with self._lock:
+                self._run, self.name = run, self.target
+            LOG.info("backend: now %s", self.target)
+        self.done = True
+
+    def close(self) -> None:
+        if self._proc.poll() is None:
+            self._proc.terminate()
+            self._proc.wait(10)
+
+
 def eligible(name: str, r: dict) -> tuple[bool, str]:
     """(may ``--backend auto`` choose it, why not)."""
     if name.endswith("-fp32"):

@@ -304,6 +304,13 @@ def _cpu_network(cfg: InferConfig, backend: str, onnx_path: Path, meta: dict, de
         name = B.choose({"results": {n: r for n, r in rec["results"].items() if n in cands}})
         how = B.summary({**rec, "chosen": name})
         LOG.info("backend: %s", how)
+    if (background and name.endswith("-int8") and name in B.available(onnx_path=onnx_path)
+            and not B.int8_built(onnx_path)):  # a cold start: serve fp32 while the INT8 graph is built
+        run = B.DeferredInt8(name, onnx_path, cfg.threads, _cache_dir(cfg))
+        how += "; onnxruntime-fp32 until the INT8 graph is built in the background"
+        LOG.info("backend: %s", how)
+        label = {"onnxruntime": "ONNX Runtime (CPUExecutionProvider)", "openvino": "OpenVINO CPU"}[name.split("-")[0]]
+        return run, meta, f"{desc}, {label} {name.partition('-')[2]} [{how}]"
     try:
         run = B.make_runner(name, onnx_path, cfg.threads, _cache_dir(cfg))
     except ValueError as e:

@@ -171,3 +171,20 @@ def test_bf16_mixed_needs_bf16_arithmetic(export):
         B.make_runner("openvino-bf16-mixed", export)
     with pytest.raises(ValueError, match="runs on OpenVINO"):
         InferConfig(precision="bf16-mixed", backend="onnxruntime")
+
+
+@pytest.mark.skipif(not B._int8_cpu(B.cpu_flags()), reason="this CPU runs no INT8 candidate")
+def test_a_cold_forced_int8_start_serves_fp32_at_once_then_moves_to_int8(tmp_path):
+    cfg = InferConfig(backend="onnxruntime", precision="int8", cache_dir=str(tmp_path))
+    run, meta, desc = load_network(cfg, background_calibration=True)
+    assert isinstance(run, B.DeferredInt8) and "until the INT8 graph is built" in desc, desc
+    assert run.name == "onnxruntime-fp32"
+    x = _val_input()
+    first = run(x)  # served at once, by fp32
+    run.wait()
+    assert run.name == "onnxruntime-int8" and run.done
+    got = run(x)
+    assert [a.shape for a in got] == [a.shape for a in first] and float(np.abs(got[0] - first[0]).max()) > 1e-3
+    # the next start finds the graph built and uses it from the first frame
+    run2, _, desc2 = load_network(cfg, background_calibration=True)
+    assert not isinstance(run2, B.DeferredInt8) and "int8 [forced]" in desc2, desc2

@@ -47,6 +47,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="also run the pipeline with the browser view (--serve) and one connected viewer "
                         "pulling every frame it can, and report its fps against the plain pipeline's")
     p.add_argument("--no-e2e", action="store_true", help="skip part 3 (recorded fps, forward-only fps, start-up)")
+    p.add_argument("--preset", choices=("fast", "balanced", "accurate"), default=None,
+                   help="part 3 with a --preset's inference settings (e.g. fast: 320 with the backbone in INT8)")
     p.add_argument("--json", action="store_true")
 
 
@@ -306,19 +308,21 @@ def multi_process(cfg, viewer: bool = False) -> dict:
     return out
 
 
-def forward_only(model: str, clip: str, n: int = 60) -> dict:
+def forward_only(model: str, clip: str, n: int = 60, infer: dict | None = None) -> dict:
     """The chosen backend's forward pass alone on the clip's first frame, letterboxed as the
-    pipeline does: fps = 1000 / median ms, with the backend's description."""
+    pipeline does: fps = 1000 / median ms, with the backend's description (``infer``: more
+    inference settings, e.g. a preset's)."""
     import av
 
     from posestream.models.preprocess import letterbox
 
     from ..infer import InferConfig, load_network
 
-    run_net, meta, desc = load_network(InferConfig(model=model))
+    cfg = InferConfig.from_dict({"model": model, **(infer or {})})
+    run_net, meta, desc = load_network(cfg)
     with av.open(clip) as c:
         img = next(c.decode(video=0)).to_ndarray(format="rgb24")
-    lb, _ = letterbox(img, int(meta["input_size"]), multiple=int(meta.get("input_multiple", 32)))
+    lb, _ = letterbox(img, int(cfg.input_size or meta["input_size"]), multiple=int(meta.get("input_multiple", 32)))
     mean = np.asarray(meta["mean"], np.float32) * 255.0
     inv = 1.0 / (np.asarray(meta["std"], np.float32) * 255.0)
     x = np.ascontiguousarray(((lb.astype(np.float32) - mean) * inv).transpose(2, 0, 1)[None])
@@ -333,7 +337,7 @@ def forward_only(model: str, clip: str, n: int = 60) -> dict:
     return {"forward_ms": ms, "forward_only_fps": 1000.0 / ms, "description": desc, "input_hw": list(x.shape[2:])}
 
 
-def startup_s(model: str, clip: str, env: dict, timeout: float = 120.0) -> float:
+def startup_s(model: str, clip: str, env: dict, timeout: float = 120.0, args: tuple = ()) -> float:
     """Seconds from starting ``posestream run`` to its first output frame (first JSONL line)."""
     import os
     import subprocess
@@ -344,7 +348,7 @@ def startup_s(model: str, clip: str, env: dict, timeout: float = 120.0) -> float
         out = os.path.join(d, "o.jsonl")
         t0 = time.perf_counter()
         proc = subprocess.Popen([sys.executable, "-m", "posestream", "run", "--source", clip, "--model", model,
-                                 "--jsonl", out], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                 "--jsonl", out, *args], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                                 env={**os.environ, **env})
         try:
             while time.perf_counter() - t0 < timeout:
@@ -360,19 +364,27 @@ def startup_s(model: str, clip: str, env: dict, timeout: float = 120.0) -> float
             proc.wait()
 
 
-def end_to_end(model: str, clip: str, d: str) -> dict:
+def end_to_end(model: str, clip: str, d: str, preset: str | None = None) -> dict:
     import os
     import tempfile
 
     from posestream.stream.pipeline import PipelineConfig
 
+    from ..cli_run import preset_settings
+
+    infer = dict(preset_settings(preset, model).get("infer", {})) if preset else {}
+    refine = preset_settings(preset, model).get("refine") if preset else None
+    args = ("--preset", preset) if preset else ()
+
     # the forward pass alone just before and just after the pipeline run (this machine is shared:
     # the mean of the two brackets the run's conditions better than either)
-    before = forward_only(model, clip)
-    cfg = PipelineConfig(sources=[clip], infer={"model": model}, status_interval=0,
+    before = forward_only(model, clip, infer=infer)
+    cfg = PipelineConfig(sources=[clip], infer={"model": model, **infer}, status_interval=0,
                          sink={"record": os.path.join(d, "rec.mp4"), "jsonl": os.path.join(d, "rec.jsonl")})
+    if refine:
+        cfg.refine = dict(refine)
     rec = multi_process(cfg)
-    after = forward_only(model, clip)
+    after = forward_only(model, clip, infer=infer)
     fwd = dict(after, forward_ms=(before["forward_ms"] + after["forward_ms"]) / 2)
     fwd["forward_only_fps"] = 1000.0 / fwd["forward_ms"]
     desc = fwd["description"]
@@ -380,15 +392,23 @@ def end_to_end(model: str, clip: str, d: str) -> dict:
            "forward_ms": fwd["forward_ms"], "forward_ms_before_after": [before["forward_ms"], after["forward_ms"]],
            "input_hw": fwd["input_hw"], "latency_ms_p95": rec["latency_ms_p95"],
            "backend": desc.split(", ", 1)[1].split(" [")[0] if ", " in desc else desc,
-           "precision": "bf16" if " bf16" in desc else ("fp16" if "fp16" in desc else "fp32"), "description": desc}
-    startup_s(model, clip, {})  # make the caches warm (it is the run after this one that counts)
-    out["startup_warm_s"] = startup_s(model, clip, {})
+           "precision": _precision(desc), "description": desc, "preset": preset}
+    startup_s(model, clip, {}, args=args)  # make the caches warm (it is the run after this one that counts)
+    out["startup_warm_s"] = startup_s(model, clip, {}, args=args)
     with tempfile.TemporaryDirectory() as cold:  # a host where posestream never ran (no export, no calibration)
-        out["startup_cold_s"] = startup_s(model, clip, {"POSESTREAM_CACHE": os.path.join(cold, "ps")})
+        out["startup_cold_s"] = startup_s(model, clip, {"POSESTREAM_CACHE": os.path.join(cold, "ps")}, args=args)
     with tempfile.TemporaryDirectory() as cold:  # and no compiled decoder either (an install without warmup)
         out["startup_uncached_s"] = startup_s(model, clip, {"POSESTREAM_CACHE": os.path.join(cold, "ps"),
-                                                            "NUMBA_CACHE_DIR": os.path.join(cold, "numba")})
+                                                            "NUMBA_CACHE_DIR": os.path.join(cold, "numba")}, args=args)
     return out
+
+
+def _precision(desc: str) -> str:
+    """The precision a backend description names (``... OpenVINO CPU bf16-mixed [...]``)."""
+    for p in ("bf16-mixed", "bf16", "int8", "fp16"):
+        if f" {p}" in desc.split(" [")[0]:
+            return p
+    return "fp32"
 
 
 def run(args: argparse.Namespace) -> int:
@@ -412,7 +432,7 @@ def run(args: argparse.Namespace) -> int:
         if not args.no_e2e:
             from posestream.stream.backends import cpu_name, key_flags
 
-            res.update(end_to_end(args.model, clip, d))
+            res.update(end_to_end(args.model, clip, d, getattr(args, "preset", None)))
             res["cpu"], res["flags"] = cpu_name(), key_flags()
     res["speedup"] = res["multi_process"]["fps"] / res["single_process"]["fps"]
     res["hops"] = {name: hop_cost(hw, args.hop_frames if name != "4K" else max(20, args.hop_frames // 4))
