@@ -149,6 +149,17 @@ def weights_digest(onnx_path) -> str:
     return digest
 
 
+def _quiet(fn):
+    """Run ``fn`` with the quantizer's advice-level log lines (pre-processing hints) silenced."""
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(max(level, logging.ERROR))
+    try:
+        return fn()
+    finally:
+        root.setLevel(level)
+
+
 def shipped_ranges(meta: dict | None = None, arch: str | None = None) -> Path | None:
     """The shipped ranges for a model (by its architecture name), if there are any."""
     arch = arch or (meta or {}).get("arch")
