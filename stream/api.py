@@ -110,7 +110,8 @@ class Pipeline:
         images: give each result the source image (read-only).
         show: a window with the overlay (needs a GUI OpenCV).
         policy: ``auto`` (live for cameras, lossless for files), ``live`` or ``lossless``.
-        input_size, backend, device: inference options (``infer`` section).
+        input_size, backend, device, precision: inference options (``infer`` section;
+            precision: ``auto``, ``fp32``, ``bf16``, ``bf16-mixed`` or ``int8``).
         refine: accurate mode: refine every person with MoveNet Thunder (``refine`` section;
             live sources: at most ``refine.live_max_people`` per frame), as ``posestream run --refine``.
         realtime: read files at their own pace, like a camera.
@@ -307,7 +308,8 @@ class Estimator:
     """Pose estimation in this process, one image at a time (no pipeline, no processes).
 
     Args:
-        model, backend, device, input_size, fp16: as for :class:`Pipeline` (``infer`` section).
+        model, backend, device, input_size, precision, fp16: as for :class:`Pipeline` (``infer``
+            section).
         track: keep track ids (and smoothing) across calls, as for one video source.
         refine: refine every person with MoveNet Thunder (the accurate mode); a dict is a
             ``refine`` section (e.g. ``{"max_people": 2}``).
