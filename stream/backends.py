@@ -397,34 +397,26 @@ def _calibration_command(onnx_path, size: int, threads: int | None, cache_dir, c
                         "candidates": list(candidates)})]
 
 
-class BackgroundCalibration:
-    """A runner that starts at once on ONNX Runtime fp32 while :func:`calibrate` runs in a child
-    process, and moves to the candidate the calibration chose when it is done (issue #15: a cold
-    start does not wait the seconds the measurement takes).
+class _MovingRunner:
+    """A runner that serves ONNX Runtime fp32 at once while a child process prepares something
+    (``cmd``), then moves to another candidate between two calls: the new runtime is built and run
+    once on the last input's shape in a thread while the current one keeps serving, then it
+    replaces it. Subclasses decide, in :meth:`_finished`, where to move. ``name``: the candidate
+    serving now; ``done``: the child has finished and any move is complete."""
 
-    The move happens between two calls: the new runtime is built and run once on the last input's
-    shape (OpenVINO compiles per shape) in a thread while the current one keeps serving, then it
-    replaces it. The calibration measures while the caller works, so both see the same load; its
-    ratios are what decide, as in a quiet calibration. If the child fails, ONNX Runtime fp32 stays
-    and the reason is logged. ``name``: the candidate serving now; ``done``: the calibration has
-    finished and any move is complete."""
-
-    def __init__(self, onnx_path, size: int, threads: int | None, cache_dir, candidates: list[str]) -> None:
+    def __init__(self, onnx_path, threads: int | None, cache_dir, cmd: list[str]) -> None:
         import subprocess
         import tempfile
         import threading
 
-        self.onnx_path, self.size, self.threads, self.cache_dir = onnx_path, int(size), threads, cache_dir
-        self.candidates = list(candidates)
+        self.onnx_path, self.threads, self.cache_dir = onnx_path, threads, cache_dir
         self.name = "onnxruntime-fp32"
         self._run = make_runner(self.name, onnx_path, threads, cache_dir)
         self._lock = threading.Lock()
         self._err = tempfile.TemporaryFile()
-        self._proc = subprocess.Popen(_calibration_command(onnx_path, size, threads, cache_dir, candidates),
-                                      stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=self._err)
+        self._proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=self._err)
         self._thread = None
         self._shape = None
-        self.record: dict | None = None
         self.done = False
 
     def __call__(self, x: np.ndarray):
@@ -436,7 +428,7 @@ class BackgroundCalibration:
         return run(x)
 
     def wait(self, timeout: float = 300.0) -> None:
-        """Block until the calibration and any move are done (tests, benchmarks)."""
+        """Block until the child and any move are done (tests, benchmarks)."""
         self._proc.wait(timeout)
         if self._thread is None and not self.done:
             self._finished()
@@ -444,28 +436,15 @@ class BackgroundCalibration:
             self._thread.join(timeout)
 
     def _finished(self) -> None:
+        raise NotImplementedError
+
+    def _child_error(self) -> str:
+        self._err.seek(0)
+        return (self._err.read().decode(errors="replace").strip().splitlines() or [""])[-1][:200]
+
+    def _move(self, name: str) -> None:
         import threading
 
-        path = cache_path(self.onnx_path, self.size, self.threads, self.cache_dir)
-        rc = self._proc.returncode
-        try:
-            if rc != 0:
-                raise OSError(f"exit status {rc}")
-            rec = json.loads(path.read_text())
-        except (OSError, ValueError) as e:
-            self._err.seek(0)
-            last = (self._err.read().decode(errors="replace").strip().splitlines() or [""])[-1][:200]
-            LOG.warning("backend calibration failed (%s%s): staying on onnxruntime-fp32", e, f": {last}" if last else "")
-            self.done = True
-            return
-        rec["cached"] = False
-        results = {n: r for n, r in rec["results"].items() if n in self.candidates}
-        name = choose({"results": results})
-        self.record = {**rec, "results": results, "chosen": name}
-        LOG.info("backend: calibration done: %s", summary(self.record))
-        if name == self.name:
-            self.done = True
-            return
         self._thread = threading.Thread(target=self.adopt, args=(name,), name="posestream-backend-switch", daemon=True)
         self._thread.start()
 
@@ -489,6 +468,47 @@ class BackgroundCalibration:
             self._proc.wait(10)
 
 
+class BackgroundCalibration(_MovingRunner):
+    """A runner that starts at once on ONNX Runtime fp32 while :func:`calibrate` runs in a child
+    process, and moves to the candidate the calibration chose when it is done (issue #15: a cold
+    start does not wait the seconds the measurement takes).
+
+    The move happens between two calls: the new runtime is built and run once on the last input's
+    shape (OpenVINO compiles per shape) in a thread while the current one keeps serving, then it
+    replaces it. The calibration measures while the caller works, so both see the same load; its
+    ratios are what decide, as in a quiet calibration. If the child fails, ONNX Runtime fp32 stays
+    and the reason is logged. ``name``: the candidate serving now; ``done``: the calibration has
+    finished and any move is complete."""
+
+    def __init__(self, onnx_path, size: int, threads: int | None, cache_dir, candidates: list[str]) -> None:
+        self.size, self.candidates = int(size), list(candidates)
+        self.record: dict | None = None
+        super().__init__(onnx_path, threads, cache_dir,
+                         _calibration_command(onnx_path, size, threads, cache_dir, candidates))
+
+    def _finished(self) -> None:
+        path = cache_path(self.onnx_path, self.size, self.threads, self.cache_dir)
+        rc = self._proc.returncode
+        try:
+            if rc != 0:
+                raise OSError(f"exit status {rc}")
+            rec = json.loads(path.read_text())
+        except (OSError, ValueError) as e:
+            last = self._child_error()
+            LOG.warning("backend calibration failed (%s%s): staying on onnxruntime-fp32", e, f": {last}" if last else "")
+            self.done = True
+            return
+        rec["cached"] = False
+        results = {n: r for n, r in rec["results"].items() if n in self.candidates}
+        name = choose({"results": results})
+        self.record = {**rec, "results": results, "chosen": name}
+        LOG.info("backend: calibration done: %s", summary(self.record))
+        if name == self.name:
+            self.done = True
+            return
+        self._move(name)
+
+
 def int8_built(onnx_path) -> bool:
     """Whether this host's INT8 graph of ``onnx_path`` is already built (a start can use it at once)."""
     from posestream.models.quantize import int8_path
@@ -497,75 +517,25 @@ def int8_built(onnx_path) -> bool:
     return ranges is not None and int8_path(onnx_path, ranges, int8_reduce_range()).is_file()
 
 
-class DeferredInt8:
+class DeferredInt8(_MovingRunner):
     """A forced INT8 candidate whose graph is not built yet (a cold start): serve ONNX Runtime
     fp32 at once while a child process quantizes (~3 s), then move to the INT8 runner between two
-    calls, as :class:`BackgroundCalibration` does. If the build fails, fp32 stays and the reason is
-    logged. ``name``: the candidate serving now."""
+    calls. If the build fails, fp32 stays and the reason is logged."""
 
     def __init__(self, target: str, onnx_path, threads: int | None, cache_dir) -> None:
-        import subprocess
         import sys
-        import tempfile
-        import threading
 
-        self.target, self.onnx_path, self.threads, self.cache_dir = target, onnx_path, threads, cache_dir
-        self.name = "onnxruntime-fp32"
-        self._run = make_runner(self.name, onnx_path, threads, cache_dir)
-        self._lock = threading.Lock()
-        self._err = tempfile.TemporaryFile()
+        self.target = target
         cmd = [sys.executable, "-m", "posestream.models.quantize", str(onnx_path)]
-        self._proc = subprocess.Popen(cmd + (["--reduce-range"] if int8_reduce_range() else []),
-                                      stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=self._err)
-        self._thread = None
-        self._shape = None
-        self.done = False
-
-    def __call__(self, x: np.ndarray):
-        self._shape = x.shape
-        if not self.done and self._thread is None and self._proc.poll() is not None:
-            self._finished()
-        with self._lock:
-            run = self._run
-        return run(x)
-
-    def wait(self, timeout: float = 300.0) -> None:
-        self._proc.wait(timeout)
-        if self._thread is None and not self.done:
-            self._finished()
-        if self._thread is not None:
-            self._thread.join(timeout)
+        super().__init__(onnx_path, threads, cache_dir, cmd + (["--reduce-range"] if int8_reduce_range() else []))
 
     def _finished(self) -> None:
-        import threading
-
         if self._proc.returncode != 0:
-            self._err.seek(0)
-            last = (self._err.read().decode(errors="replace").strip().splitlines() or [""])[-1][:200]
             LOG.warning("INT8 graph build failed (exit status %s: %s): staying on onnxruntime-fp32",
-                        self._proc.returncode, last)
+                        self._proc.returncode, self._child_error())
             self.done = True
             return
-        self._thread = threading.Thread(target=self._adopt, name="posestream-int8-switch", daemon=True)
-        self._thread.start()
-
-    def _adopt(self) -> None:
-        try:
-            run = make_runner(self.target, self.onnx_path, self.threads, self.cache_dir)
-            if self._shape is not None:
-                run(np.zeros(self._shape, np.float32))
-        except Exception as e:  # noqa: BLE001 - a runner that fails to build leaves the working one in place
-            LOG.warning("backend: could not move to %s (%s): staying on %s", self.target, e, self.name)
-        else:
-            with self._lock:
-                self._run, self.name = run, self.target
-            LOG.info("backend: now %s", self.target)
-        self.done = True
-
-    def close(self) -> None:
-        if self._proc.poll() is None:
-            self._proc.terminate()
-            self._proc.wait(10)
+        self._move(self.target)
 
 
 def eligible(name: str, r: dict) -> tuple[bool, str]:
