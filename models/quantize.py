@@ -6,15 +6,15 @@ per-channel weights, MinMax ranges calibrated on training images. Only the backb
 (``/model/backbone/`` outside ``fpn/``: ~80 % of the FLOPs) are quantized. Measured on the shipped
 model (held-out AP on coco-mini val2017, the quantized graph run with ONNX Runtime's optimizations
 off so that Q/DQ are applied as written, i.e. exactly the INT8 rounding without any CPU's kernels):
-everything but the decoding in INT8 0.142; the backbone with its FPN 0.142; the backbone without
-the FPN **0.300** against fp32's 0.304; adding any one FPN layer back costs 0.005–0.14 (the
+everything but the decoding in INT8 0.146; the backbone with its FPN 0.146; the backbone without
+the FPN **0.296** against fp32's 0.304 (7-bit weights: 0.288); adding any one FPN layer back costs 0.005–0.14 (the
 2 × upsampled sums of the laterals are where 8 bits are too few).
 
 The ranges come from :func:`calibrate_ranges` (MinMax over letterboxed training images) and are
 stored as ONNX Runtime's calibration cache (JSON, tens of kB). The shipped model's ranges are in
 ``models/weights/<arch>.int8-ranges.json`` (made by ``posestream quantize`` on 64 ``pseudo/``
 training images, never on the validation set), so a host builds its INT8 graph from them in
-~2 s without images; ``posestream quantize --calib DIR`` makes them for any other checkpoint.
+~3 s without images; ``posestream quantize --calib DIR`` makes them for any other checkpoint.
 A graph is built once per (export, ranges) and cached beside the export.
 
 The u8 x s8 kernels saturate on x86 CPUs without VNNI (``VPMADDUBSW`` adds two products in 16
@@ -97,20 +97,27 @@ def calibrate_ranges(onnx_path, images: list[str], out: str | os.PathLike, size:
         raise QuantizeError(f"{onnx_path}: no backbone nodes to quantize (INT8 needs a /model/backbone/ network)")
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.unlink(missing_ok=True)
     import tempfile
 
     with tempfile.TemporaryDirectory(prefix="posestream-int8-") as tmp:
-        _quiet(lambda: quantize_static(str(onnx_path), str(Path(tmp, "q.onnx")), Reader(), quant_format=QuantFormat.QDQ,
-                                       per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                                       nodes_to_quantize=nodes, calibrate_method=CalibrationMethod.MinMax,
-                                       extra_options={"CalibMovingAverage": True}, calibration_cache_path=str(out)))
+        cache = Path(tmp, "ranges.json")
+        try:
+            _quiet(lambda: quantize_static(str(onnx_path), str(Path(tmp, "q.onnx")), Reader(),
+                                           quant_format=QuantFormat.QDQ, per_channel=True,
+                                           activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                                           nodes_to_quantize=nodes, calibrate_method=CalibrationMethod.MinMax,
+                                           extra_options={"CalibMovingAverage": True},
+                                           calibration_cache_path=str(cache)))
+            rec = json.loads(cache.read_text())
+        except (ValueError, RuntimeError, OSError, IndexError) as e:  # e.g. no readable image at all
+            raise QuantizeError(f"calibration failed: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
     # what the ranges were made for and from (ONNX Runtime's reader ignores the extra key)
-    rec = json.loads(out.read_text())
     rec["posestream"] = {"weights": weights_digest(onnx_path), "images": len(images), "size": int(size),
                          "method": "MinMax, moving average", "int8": "backbone without its FPN"}
-    out.write_text(json.dumps(rec))
-    out.chmod(0o644)  # (the quantizer writes it 0600)
+    tmp_out = out.with_name(f".{out.name}.{os.getpid()}.tmp")
+    tmp_out.write_text(json.dumps(rec))
+    tmp_out.chmod(0o644)
+    tmp_out.replace(out)  # a failed calibration leaves the old ranges; a reader never sees half a file
     return out
 
 
@@ -179,23 +186,30 @@ def _hash(*paths) -> str:
 def ranges_for(onnx_path) -> Path | None:
     """The ranges to quantize ``onnx_path`` with: made for this export by ``posestream quantize``
     (beside it), else the shipped ones when they were made for these weights; None otherwise."""
-    own = Path(str(onnx_path)[:-len(".onnx")] + ".int8-ranges.json")
-    if own.is_file():
-        return own
     from .export import read_onnx_meta
 
-    try:
-        shipped = shipped_ranges(read_onnx_meta(onnx_path))
-        if shipped is not None and json.loads(shipped.read_text())["posestream"]["weights"] == weights_digest(onnx_path):
-            return shipped
-    except Exception:  # noqa: BLE001 - no metadata, or ranges for other weights: none
-        pass
+    own = Path(str(onnx_path)[:-len(".onnx")] + ".int8-ranges.json")
+    for cand in (own, None):
+        try:
+            path = own if cand is not None else shipped_ranges(read_onnx_meta(onnx_path))
+            if (path is not None and path.is_file()
+                    and json.loads(path.read_text())["posestream"]["weights"] == weights_digest(onnx_path)):
+                return path
+        except Exception:  # noqa: BLE001 - unreadable, no metadata, or ranges for other weights: none
+            pass
     return None
 
 
+QUANT_REVISION = 1  # bumped when the INT8 graph changes for the same export and ranges (its cache name keys on it)
+
+
 def int8_path(onnx_path, ranges, reduce_range: bool = False) -> Path:
-    """Where the INT8 graph of ``onnx_path`` quantized with ``ranges`` is cached."""
-    return Path(f"{str(onnx_path)[:-len('.onnx')]}.int8-{_hash(ranges)}{'-w7' if reduce_range else ''}.onnx")
+    """Where the INT8 graph of ``onnx_path`` quantized with ``ranges`` is cached: named by the
+    ranges, the export's weights and size, and the quantizer's revision, so a re-exported file at
+    the same path never gets an old graph."""
+    key = hashlib.sha1(f"{QUANT_REVISION} {_hash(ranges)} {weights_digest(onnx_path)} "
+                       f"{os.path.getsize(onnx_path)}".encode()).hexdigest()[:12]
+    return Path(f"{str(onnx_path)[:-len('.onnx')]}.int8-{key}{'-w7' if reduce_range else ''}.onnx")
 
 
 def build_int8(onnx_path, ranges=None, reduce_range: bool = False) -> Path:
@@ -228,8 +242,10 @@ def build_int8(onnx_path, ranges=None, reduce_range: bool = False) -> Path:
                                        reduce_range=reduce_range, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
                                        nodes_to_quantize=nodes, calibrate_method=CalibrationMethod.MinMax,
                                        calibration_cache_path=str(ranges)))
-    except TypeError:  # an onnxruntime without calibration_cache_path
-        import onnxruntime
+    except TypeError as e:
+        if "calibration_cache_path" not in str(e):
+            raise
+        import onnxruntime  # an onnxruntime without calibration_cache_path
 
         raise QuantizeError(f"INT8 needs onnxruntime >= 1.32 (this one is {onnxruntime.__version__})") from None
     tmp.replace(dst)
@@ -241,13 +257,13 @@ def split_at_backbone(onnx_path) -> tuple[Path, Path]:
     FPN) ends: ``image -> the backbone's outputs`` and ``those -> the graph's outputs`` (cached
     beside the export). For runtimes that take one precision per compiled graph (OpenVINO's
     bf16): the backbone in bf16, the rest in fp32."""
-    import onnx
-    from onnx.utils import Extractor
-
     stem = str(onnx_path)[:-len(".onnx")]
     a, b = Path(stem + ".part-backbone.onnx"), Path(stem + ".part-rest.onnx")
-    if a.is_file() and b.is_file() and a.stat().st_mtime_ns >= Path(onnx_path).stat().st_mtime_ns:
+    t = Path(onnx_path).stat().st_mtime_ns
+    if a.is_file() and b.is_file() and a.stat().st_mtime_ns >= b.stat().st_mtime_ns >= t:
         return a, b
+    import onnx
+    from onnx.utils import Extractor
     model = onnx.shape_inference.infer_shapes(_load(onnx_path))
     inside = set(quantized_nodes(model))
     if not inside:
@@ -260,7 +276,7 @@ def split_at_backbone(onnx_path) -> tuple[Path, Path]:
     ex = Extractor(model)
     part_a = ex.extract_model(inputs, cut)
     part_b = ex.extract_model(cut + [i for i in inputs if _reaches(model, i, inside)], outputs)
-    for part, path in ((part_a, a), (part_b, b)):
+    for part, path in ((part_b, b), (part_a, a)):  # the backbone last: it marks a complete pair
         tmp = path.with_suffix(f".{os.getpid()}.tmp")
         onnx.save(part, str(tmp))
         tmp.replace(path)

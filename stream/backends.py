@@ -152,7 +152,7 @@ def make_runner(name: str, onnx_path: str | os.PathLike, threads: int | None = N
     backend, _, precision = name.partition("-")
     if name not in CANDIDATES:
         raise ValueError(f"unknown backend/precision {name!r}; known: {', '.join(CANDIDATES)}")
-    if name not in available(onnx_path=onnx_path):
+    if name not in available(onnx_path=onnx_path if precision == "int8" else None):
         raise ValueError(f"{name} cannot run here: {why_not_available(name, onnx_path=onnx_path)}")
     if precision == "int8":
         from posestream.models.quantize import QuantizeError, build_int8
@@ -326,17 +326,28 @@ def calibrate(onnx_path, size: int, threads: int | None = None, cache_dir=None, 
         names.insert(0, "onnxruntime-fp32")  # the reference
     from posestream.models.export import maps
 
-    runners = {n: make_runner(n, onnx_path, threads, cache_dir) for n in names}
     x = np.random.default_rng(0).standard_normal((1, 3, size, size)).astype(np.float32)
-    outs = {n: run(x) for n, run in runners.items()}  # warm-up (compiles) and the outputs compared
+    runners, outs, failed = {}, {}, {}
+    for n in names:  # one candidate that cannot be built or run is left out, not the whole measurement
+        try:
+            run = make_runner(n, onnx_path, threads, cache_dir)
+            outs[n] = run(x)  # warm-up (compiles) and the outputs compared
+            runners[n] = run
+        except Exception as e:  # noqa: BLE001
+            if n == "onnxruntime-fp32":
+                raise
+            failed[n] = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"[:200]
+            LOG.warning("backend calibration: %s failed (%s); left out", n, failed[n])
     for run in runners.values():
         run(x)
     ms = _time_candidates(runners, x, rounds)
     ref = outs["onnxruntime-fp32"]
     results = {}
-    for n in names:
+    for n in runners:
         diff = max(float(np.abs(a - b).max()) for a, b in zip(maps(outs[n]), maps(ref)))
         results[n] = {"ms": round(ms[n], 3), "max_abs_diff": diff}
+    for n, why in failed.items():  # recorded (so a cached record is complete), never eligible
+        results[n] = {"ms": 1e9, "max_abs_diff": 1e9, "error": why}
     old = {}
     if path is not None and path.is_file():
         try:
@@ -540,6 +551,8 @@ class DeferredInt8(_MovingRunner):
 
 def eligible(name: str, r: dict) -> tuple[bool, str]:
     """(may ``--backend auto`` choose it, why not)."""
+    if "error" in r:
+        return False, f"failed: {r['error']}"
     if name.endswith("-fp32"):
         if r["max_abs_diff"] <= FP32_TOLERANCE:
             return True, ""
@@ -563,7 +576,7 @@ def summary(rec: dict) -> str:
     parts = []
     for n, r in sorted(rec["results"].items(), key=lambda kv: kv[1]["ms"]):
         ok, why = eligible(n, r)
-        parts.append(f"{n} {r['ms']:.1f} ms" + ("" if ok else f" (not used: {why})"))
+        parts.append(f"{n} {'-' if 'error' in r else format(r['ms'], '.1f')} ms" + ("" if ok else f" (not used: {why})"))
     how = "cached" if rec.get("cached") else "measured now"
     return f"{rec['chosen']} at {rec['size']} px, fastest eligible ({how}: {'; '.join(parts)})"
 

@@ -44,12 +44,17 @@ PRESETS = {"fast": {"infer": {"input_size": 256}},
 # fast where this CPU runs INT8 (x86 with AVX2 or VNNI) and the model has shipped INT8 ranges (the
 # default model): 320 px with the backbone in INT8 is both faster and more accurate than 256 in fp32
 # (measured on an AVX2 EPYC: forward 19.9 against 22.0 ms, held-out AP 0.288 against 0.255)
-FAST_INT8 = {"infer": {"input_size": 320, "precision": "int8"}}
+# (int8_fallback: if the local export's weights do not match the shipped ranges, precision auto)
+FAST_INT8 = {"infer": {"input_size": 320, "precision": "int8", "int8_fallback": True}}
 
 
-def preset_settings(name: str | None, model: str | None = None, backend: str | None = None) -> dict:
-    """The settings of ``--preset name`` on this host, for ``model`` (None: the default model)."""
-    if name == "fast" and (model in (None, "default")) and backend in (None, "auto", "onnxruntime", "openvino"):
+def preset_settings(name: str | None, model: str | None = None, backend: str | None = None,
+                    precision: str | None = None, device: str | None = None) -> dict:
+    """The settings of ``--preset name`` on this host, for ``model`` (None: the default model) and
+    the backend, precision and device given elsewhere (a precision other than INT8, the torch
+    backend or CUDA keep ``fast`` at 256 px)."""
+    if (name == "fast" and model in (None, "default") and backend in (None, "auto", "onnxruntime", "openvino")
+            and precision in (None, "auto", "int8") and device != "cuda"):
         from posestream.models.quantize import shipped_ranges
         from posestream.models.shipped import SHIPPED_CHECKPOINT
 
@@ -179,7 +184,8 @@ def build_config(args: argparse.Namespace, origin: dict | None = None, locs=None
         origin[_set_value(d, item)] = f"--set {item}"
     infer0 = d.get("infer") if isinstance(d.get("infer"), dict) else {}
     preset = preset_settings(getattr(args, "preset", None), args.model or infer0.get("model"),
-                             args.backend or infer0.get("backend"))
+                             args.backend or infer0.get("backend"), args.precision or infer0.get("precision"),
+                             args.device or infer0.get("device"))
     for section, values in preset.items():
         node = d.get(section) if isinstance(d.get(section), dict) else {}
         for key, val in values.items():

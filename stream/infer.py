@@ -56,6 +56,9 @@ class InferConfig:
         backbone in bf16, the FPN, heads and decoding in fp32) or int8 (the backbone in INT8, the
         rest in fp32; 7-bit weights on CPUs without VNNI; ONNX Runtime unless backend is
         openvino).
+    int8_fallback: with precision int8, where INT8 cannot run for this model on this CPU (no
+        calibration ranges for its weights, a CPU without AVX2), run as precision auto with a
+        warning instead of failing (``--preset fast`` sets it).
     device: auto, cpu or cuda.
     spin: let ONNX Runtime's worker threads spin-wait between calls (default off: alone they make a
         call ~1.1x faster, but beside decoding, rendering and H.264 encoding on a 2-core machine
@@ -74,6 +77,7 @@ class InferConfig:
     cache_dir: str | None = None
     slow_ms: float = 0.0  # artificial extra latency per frame (tests of the live policy)
     spin: bool = False
+    int8_fallback: bool = False
 
     def __post_init__(self) -> None:
         if self.backend not in ("auto", "onnxruntime", "openvino", "torch"):
@@ -281,6 +285,13 @@ def _cpu_network(cfg: InferConfig, backend: str, onnx_path: Path, meta: dict, de
     from . import backends as B
 
     precision = "fp32" if cfg.precision == "auto" and backend != "auto" else cfg.precision
+    if precision == "int8" and cfg.int8_fallback:
+        int8 = [n for n in B.available(onnx_path=onnx_path) if n.endswith("-int8")]
+        if not int8:
+            why = B.why_not_available(f"{'openvino' if backend == 'openvino' else 'onnxruntime'}-int8",
+                                      onnx_path=onnx_path)
+            precision = "fp32" if backend != "auto" else "auto"
+            LOG.warning("INT8 cannot run here (%s): precision %s instead", why, precision)
     if backend == "onnxruntime" or (backend == "openvino" and precision != "auto"):
         name = B.candidate_name(backend, precision)
         how = "forced"

@@ -1,5 +1,5 @@
 """INT8 with mixed precision (models/quantize.py): the backbone in INT8 from calibrated ranges, the
-FPN, heads and decoding in fp32; offered only where the CPU has VNNI and the ranges fit the weights."""
+FPN, heads and decoding in fp32; offered on x86 CPUs (7-bit weights without VNNI) for weights with ranges."""
 from __future__ import annotations
 
 import json
@@ -188,3 +188,49 @@ def test_a_cold_forced_int8_start_serves_fp32_at_once_then_moves_to_int8(tmp_pat
     # the next start finds the graph built and uses it from the first frame
     run2, _, desc2 = load_network(cfg, background_calibration=True)
     assert not isinstance(run2, B.DeferredInt8) and "int8 [forced]" in desc2, desc2
+
+
+def _other_weights(export, dst):
+    import onnx
+    from onnx import numpy_helper
+
+    m = onnx.load(str(export))
+    t = m.graph.initializer[0]
+    t.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(t) * 1.01, t.name))
+    onnx.save(m, str(dst))
+    return dst
+
+
+def test_a_re_exported_file_at_the_same_path_never_gets_the_old_int8_graph(export, tmp_path):
+    import shutil
+
+    m = tmp_path / "m.onnx"
+    shutil.copy(export, m)
+    ranges = Q.ranges_for(m)
+    assert ranges is not None  # the shipped ranges: same weights
+    first = Q.int8_path(m, ranges)
+    _other_weights(export, m)  # the same path, other weights
+    assert Q.ranges_for(m) is None and Q.int8_path(m, ranges) != first
+    # ranges made beside an export are used only while its weights are the ones they were made for
+    own = tmp_path / "m.int8-ranges.json"
+    shutil.copy(ranges, own)
+    assert Q.ranges_for(m) is None
+
+
+def test_fast_presets_int8_falls_back_where_the_weights_have_no_ranges(export, tmp_path, caplog):
+    other = _other_weights(export, tmp_path / "other.onnx")
+    with pytest.raises(ValueError, match="no INT8 calibration ranges|no VNNI|AVX2"):
+        load_network(InferConfig(model=str(other), backend="onnxruntime", precision="int8"))
+    with caplog.at_level("WARNING"):
+        _, _, desc = load_network(InferConfig(model=str(other), backend="onnxruntime", precision="int8",
+                                              int8_fallback=True))
+    assert "fp32" in desc and "INT8 cannot run here" in caplog.text, desc
+
+
+@pytest.mark.skipif(any(f in B.cpu_flags() for f in B.BF16_FLAGS), reason="this CPU has bf16")
+def test_a_candidate_that_fails_is_recorded_and_left_out_not_the_whole_calibration(export, tmp_path):
+    rec = B.calibrate(export, 128, cache_dir=tmp_path, rounds=1, candidates=["onnxruntime-fp32", "openvino-bf16"])
+    assert rec["chosen"] == "onnxruntime-fp32" and "bf16" in rec["results"]["openvino-bf16"]["error"]
+    assert not B.eligible("openvino-bf16", rec["results"]["openvino-bf16"])[0]
+    again = B.calibrate(export, 128, cache_dir=tmp_path, candidates=["onnxruntime-fp32", "openvino-bf16"])
+    assert again["cached"]  # complete: not measured again at every start

@@ -82,7 +82,8 @@ def test_presets(clip, tmp_path):
         assert "refine" not in s["stage_latency_ms"] and "input 320" in s["model"] and " int8 " in s["model"], s["model"]
         r = _run("run", "--source", str(clip), "--preset", "fast", "--precision", "fp32", "--summary",
                  str(tmp_path / "h.json"))
-        assert r.returncode == 0 and " fp32 " in json.loads((tmp_path / "h.json").read_text())["model"]
+        h = json.loads((tmp_path / "h.json").read_text())["model"]
+        assert r.returncode == 0 and " fp32 " in h and "input 256" in h, h  # another precision: fast is 256 px
     else:
         assert "refine" not in s["stage_latency_ms"] and "input 256" in s["model"]
     # a flag overrides the preset

@@ -30,7 +30,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--calib", required=True, metavar="DIR", help="a folder of training images")
     p.add_argument("--images", type=int, default=64, help="how many (sorted by name; default: %(default)s)")
     p.add_argument("--size", type=int, default=320, help="input size the images are letterboxed to")
-    p.add_argument("--out", default=None, help="ranges file (default: beside the model's cached ONNX export)")
+    p.add_argument("--out", default=None,
+                   help="ranges file (default: beside the model's cached ONNX export, the one place `run` looks)")
     p.add_argument("--ap", action="store_true", help="also the held-out AP of fp32 and INT8 (coco-mini val2017)")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
 
@@ -59,10 +60,12 @@ def run(args: argparse.Namespace) -> int:
     images = sorted(p for p in glob.glob(str(d / "*")) if p.lower().endswith(IMAGE_EXT))[:max(1, args.images)]
     if not images:
         return fail("quantize", f"{d}: no images ({', '.join(IMAGE_EXT)})")
+    from posestream.models.checkpoint import CheckpointError
+
     try:
         cfg = InferConfig(model=args.model, backend="onnxruntime")
         _, meta, _ = load_network(cfg)
-    except (ValueError, OSError) as e:
+    except (ValueError, OSError, CheckpointError) as e:
         return fail("quantize", str(e))
     onnx = Path(_onnx_path(cfg, meta))
     out = Path(args.out) if args.out else Path(str(onnx)[:-len(".onnx")] + ".int8-ranges.json")
@@ -71,9 +74,13 @@ def run(args: argparse.Namespace) -> int:
         q = build_int8(onnx, out)
     except QuantizeError as e:
         return fail("quantize", str(e))
+    except OSError as e:
+        return fail("quantize", f"cannot write {e.filename or out}: {e.strerror or e}")
     from posestream.models.export import maps
 
-    x = _image_input(images[0], args.size)
+    x = next((t for t in (_image_input(p, args.size, meta) for p in images) if t is not None), None)
+    if x is None:
+        return fail("quantize", f"{d}: none of the {len(images)} images could be read")
     ref, got = simulated_session(onnx).run(None, {"image": x}), simulated_session(q).run(None, {"image": x})
     corr = [float(np.corrcoef(a.ravel(), b.ravel())[0, 1]) for a, b in zip(maps(ref), maps(got))]
     report = {"model": str(onnx), "ranges": str(out), "int8": str(q), "images": len(images), "size": args.size,
@@ -94,11 +101,17 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _image_input(path: str, size: int):
+def _image_input(path: str, size: int, meta: dict | None = None):
+    """(1, 3, H, W) float32, letterboxed and normalised as the pipeline does; None if unreadable."""
     import cv2
     import numpy as np
 
     from posestream.models.preprocess import letterbox
 
-    img, _ = letterbox(cv2.cvtColor(cv2.imread(path), cv2.COLOR_BGR2RGB), size, multiple=32)
-    return ((img.astype(np.float32) - 127.5) / 127.5).transpose(2, 0, 1)[None].copy()
+    raw = cv2.imread(path)
+    if raw is None:
+        return None
+    img, _ = letterbox(cv2.cvtColor(raw, cv2.COLOR_BGR2RGB), size, multiple=32)
+    mean = np.asarray((meta or {}).get("mean", [0.5] * 3), np.float32) * 255.0
+    inv = 1.0 / (np.asarray((meta or {}).get("std", [0.5] * 3), np.float32) * 255.0)
+    return ((img.astype(np.float32) - mean) * inv).transpose(2, 0, 1)[None].copy()

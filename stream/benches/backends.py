@@ -48,7 +48,8 @@ def run(args: argparse.Namespace) -> int:
     for size in sizes:
         rec = B.calibrate(onnx, size, args.threads, _cache_dir(cfg), rounds=args.rounds, force=True)
         if args.ap:
-            aps = {n: _ap(B.make_runner(n, onnx, args.threads, _cache_dir(cfg)), meta, size) for n in rec["results"]}
+            aps = {n: _ap(B.make_runner(n, onnx, args.threads, _cache_dir(cfg)), meta, size)
+                   for n, r in rec["results"].items() if "error" not in r}
             B.record_ap(onnx, size, args.threads, _cache_dir(cfg), aps)
             for n, ap in aps.items():
                 rec["results"][n]["ap"] = ap
