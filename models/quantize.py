@@ -59,23 +59,47 @@ def _load(onnx_path):
     return onnx.load(str(onnx_path))
 
 
+def image_input(path, size: int, meta: dict | None = None):
+    """(1, 3, H, W) float32 of an image file, letterboxed and normalised as the pipeline feeds the
+    network (``meta``: the model's mean/std; None: the shipped model's 0.5/0.5); None if unreadable."""
+    import cv2
+
+    from .preprocess import letterbox
+
+    raw = cv2.imread(str(path))
+    if raw is None:
+        return None
+    img, _ = letterbox(cv2.cvtColor(raw, cv2.COLOR_BGR2RGB), size, multiple=32)
+    mean = np.asarray((meta or {}).get("mean", [0.5] * 3), np.float32) * 255.0
+    inv = 1.0 / (np.asarray((meta or {}).get("std", [0.5] * 3), np.float32) * 255.0)
+    return ((img.astype(np.float32) - mean) * inv).transpose(2, 0, 1)[None].copy()
+
+
+def quantize(onnx_path, dst, nodes: list[str], cache, reader=None, reduce_range: bool = False) -> None:
+    """ONNX Runtime's static QDQ quantization of ``nodes`` (u8 activations, s8 per-channel weights,
+    MinMax): with ``reader``, calibrating first into the cache file ``cache``; without, from it."""
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+
+    extra = {"CalibMovingAverage": True} if reader is not None else {}
+    _quiet(lambda: quantize_static(str(onnx_path), str(dst), reader, quant_format=QuantFormat.QDQ, per_channel=True,
+                                   reduce_range=reduce_range, activation_type=QuantType.QUInt8,
+                                   weight_type=QuantType.QInt8, nodes_to_quantize=nodes,
+                                   calibrate_method=CalibrationMethod.MinMax, extra_options=extra,
+                                   calibration_cache_path=str(cache)))
+
+
 def calibrate_ranges(onnx_path, images: list[str], out: str | os.PathLike, size: int = 320) -> Path:
     """MinMax ranges of every tensor the INT8 nodes read or write, over ``images`` letterboxed to
     ``size`` as the pipeline feeds them (each image's min and max averaged over the images, which
     keeps one outlier from widening a range); written to ``out`` (ONNX Runtime's calibration
     cache, with what it was made from under ``posestream``)."""
-    import cv2
-    from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, quantize_static
-
-    from .preprocess import letterbox
+    from onnxruntime.quantization import CalibrationDataReader
 
     if not images:
         raise QuantizeError("no calibration images")
     from .export import read_onnx_meta
 
     meta = read_onnx_meta(onnx_path)
-    mean = np.asarray(meta.get("mean", [0.5] * 3), np.float32) * 255.0
-    inv_std = 1.0 / (np.asarray(meta.get("std", [0.5] * 3), np.float32) * 255.0)
 
     class Reader(CalibrationDataReader):
         def __init__(self):
@@ -83,12 +107,11 @@ def calibrate_ranges(onnx_path, images: list[str], out: str | os.PathLike, size:
 
         def get_next(self):
             for p in self.it:
-                img = cv2.imread(str(p))
-                if img is None:
+                x = image_input(p, size, meta)
+                if x is None:
                     LOG.warning("calibration: %s is not an image; skipped", p)
                     continue
-                x, _ = letterbox(cv2.cvtColor(img, cv2.COLOR_BGR2RGB), size, multiple=32)
-                return {"image": ((x.astype(np.float32) - mean) * inv_std).transpose(2, 0, 1)[None].copy()}
+                return {"image": x}
             return None
 
     model = _load(onnx_path)
@@ -102,12 +125,7 @@ def calibrate_ranges(onnx_path, images: list[str], out: str | os.PathLike, size:
     with tempfile.TemporaryDirectory(prefix="posestream-int8-") as tmp:
         cache = Path(tmp, "ranges.json")
         try:
-            _quiet(lambda: quantize_static(str(onnx_path), str(Path(tmp, "q.onnx")), Reader(),
-                                           quant_format=QuantFormat.QDQ, per_channel=True,
-                                           activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                                           nodes_to_quantize=nodes, calibrate_method=CalibrationMethod.MinMax,
-                                           extra_options={"CalibMovingAverage": True},
-                                           calibration_cache_path=str(cache)))
+            quantize(onnx_path, Path(tmp, "q.onnx"), nodes, cache, reader=Reader())
             rec = json.loads(cache.read_text())
         except (ValueError, RuntimeError, OSError, IndexError) as e:  # e.g. no readable image at all
             raise QuantizeError(f"calibration failed: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
@@ -223,8 +241,6 @@ def build_int8(onnx_path, ranges=None, reduce_range: bool = False) -> Path:
     dst = int8_path(onnx_path, ranges, reduce_range)
     if dst.is_file():
         return dst
-    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
-
     model = _load(onnx_path)
     nodes = quantized_nodes(model)
     try:
@@ -238,10 +254,7 @@ def build_int8(onnx_path, ranges=None, reduce_range: bool = False) -> Path:
                             f"({len(missing)} of its tensors have none, e.g. {missing[:1]})")
     tmp = dst.with_suffix(f".{os.getpid()}.tmp")
     try:
-        _quiet(lambda: quantize_static(str(onnx_path), str(tmp), None, quant_format=QuantFormat.QDQ, per_channel=True,
-                                       reduce_range=reduce_range, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                                       nodes_to_quantize=nodes, calibrate_method=CalibrationMethod.MinMax,
-                                       calibration_cache_path=str(ranges)))
+        quantize(onnx_path, tmp, nodes, ranges, reduce_range=reduce_range)
     except TypeError as e:
         if "calibration_cache_path" not in str(e):
             raise

@@ -45,9 +45,9 @@ def main() -> int:
     import glob
 
     import onnx
-    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
-    from posestream.models.commands.quantize import _image_input, simulated_session
+    from posestream.models.commands.quantize import simulated_session
+    from posestream.models.quantize import image_input, quantize
     from posestream.models.export import onnx_session
     from posestream.stream import backends as B
     from posestream.stream.benches.backends import _ap
@@ -58,7 +58,7 @@ def main() -> int:
     _, meta, _ = load_network(cfg)
     src = onnx_export_path(cfg, meta)
     names = [n.name for n in onnx.load(str(src)).graph.node if n.op_type != "Constant"]
-    x = _image_input(sorted(glob.glob(str(_shared() / "coco-mini/val2017/*.jpg")))[3], 320)
+    x = image_input(sorted(glob.glob(str(_shared() / "coco-mini/val2017/*.jpg")))[3], 320)
     fp32 = onnx_session(src, threads=2)
     print(f"CPU: {B.cpu_name()}; flags: {' '.join(B.key_flags()) or '-'}")
     print(f"fp32: AP {_ap(lambda t: tuple(fp32.run(None, {'image': t})), meta, 320):.3f}")
@@ -76,9 +76,7 @@ def main() -> int:
         for name, keep in VARIANTS.items():
             nodes = [n for n in names if keep(n)]
             q = Path(tmp, "q.onnx")
-            quantize_static(str(src), str(q), None, quant_format=QuantFormat.QDQ, per_channel=True,
-                            activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, nodes_to_quantize=nodes,
-                            calibrate_method=CalibrationMethod.MinMax, calibration_cache_path=args.ranges)
+            quantize(src, q, nodes, args.ranges)
             sim = simulated_session(q)
             ap = _ap(lambda t, s=sim: tuple(s.run(None, {"image": t})), meta, 320)
             real = onnx_session(q, threads=2)

@@ -320,12 +320,11 @@ def _cpu_network(cfg: InferConfig, backend: str, onnx_path: Path, meta: dict, de
         run = B.DeferredInt8(name, onnx_path, cfg.threads, _cache_dir(cfg))
         how += "; onnxruntime-fp32 until the INT8 graph is built in the background"
         LOG.info("backend: %s", how)
-        label = {"onnxruntime": "ONNX Runtime (CPUExecutionProvider)", "openvino": "OpenVINO CPU"}[name.split("-")[0]]
-        return run, meta, f"{desc}, {label} {name.partition('-')[2]} [{how}]"
-    try:
-        run = B.make_runner(name, onnx_path, cfg.threads, _cache_dir(cfg))
-    except ValueError as e:
-        raise ValueError(f"--backend {backend} --precision {cfg.precision}: {e}") from None
+    else:
+        try:
+            run = B.make_runner(name, onnx_path, cfg.threads, _cache_dir(cfg))
+        except ValueError as e:
+            raise ValueError(f"--backend {backend} --precision {cfg.precision}: {e}") from None
     label = {"onnxruntime": "ONNX Runtime (CPUExecutionProvider)", "openvino": "OpenVINO CPU"}[name.split("-")[0]]
     return run, meta, f"{desc}, {label} {name.partition('-')[2]} [{how}]"
 

@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 from posestream.models import quantize as Q
-from posestream.models.commands.quantize import _image_input, simulated_session
+from posestream.models.commands.quantize import simulated_session
+from posestream.models.quantize import image_input
 from posestream.models.export import maps
 from posestream.stream import backends as B
 from posestream.stream.benches.tracking import _shared
@@ -31,7 +32,7 @@ def export(tmp_path_factory):
 
 
 def _val_input():
-    return _image_input(str(sorted(VAL.glob("*.jpg"))[3]), 320)
+    return image_input(str(sorted(VAL.glob("*.jpg"))[3]), 320)
 
 
 def _weight_producers(model) -> dict[str, str]:

@@ -50,7 +50,7 @@ def simulated_session(path):
 def run(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from posestream.models.quantize import QuantizeError, build_int8, calibrate_ranges
+    from posestream.models.quantize import QuantizeError, build_int8, calibrate_ranges, image_input
     from posestream.stream.benches.backends import _onnx_path
     from posestream.stream.infer import InferConfig, load_network
 
@@ -78,7 +78,7 @@ def run(args: argparse.Namespace) -> int:
         return fail("quantize", f"cannot write {e.filename or out}: {e.strerror or e}")
     from posestream.models.export import maps
 
-    x = next((t for t in (_image_input(p, args.size, meta) for p in images) if t is not None), None)
+    x = next((t for t in (image_input(p, args.size, meta) for p in images) if t is not None), None)
     if x is None:
         return fail("quantize", f"{d}: none of the {len(images)} images could be read")
     ref, got = simulated_session(onnx).run(None, {"image": x}), simulated_session(q).run(None, {"image": x})
@@ -100,18 +100,3 @@ def run(args: argparse.Namespace) -> int:
               + (f"; held-out AP fp32 {report['ap_fp32']:.3f}, int8 {report['ap_int8']:.3f}" if args.ap else ""))
     return 0
 
-
-def _image_input(path: str, size: int, meta: dict | None = None):
-    """(1, 3, H, W) float32, letterboxed and normalised as the pipeline does; None if unreadable."""
-    import cv2
-    import numpy as np
-
-    from posestream.models.preprocess import letterbox
-
-    raw = cv2.imread(path)
-    if raw is None:
-        return None
-    img, _ = letterbox(cv2.cvtColor(raw, cv2.COLOR_BGR2RGB), size, multiple=32)
-    mean = np.asarray((meta or {}).get("mean", [0.5] * 3), np.float32) * 255.0
-    inv = 1.0 / (np.asarray((meta or {}).get("std", [0.5] * 3), np.float32) * 255.0)
-    return ((img.astype(np.float32) - mean) * inv).transpose(2, 0, 1)[None].copy()
